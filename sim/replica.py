@@ -1,0 +1,360 @@
+"""One GPU replica: paged KV cache, continuous batching with chunked prefill, eviction + restart.
+
+Semantics of one iteration (the reference, `_explicit_step`):
+1. Every decoding request needs room for one more token; if its KV blocks are full it takes a new
+   block. When blocks run out, the most recently admitted request is evicted: its blocks are freed,
+   it goes back to the front of the pending list and will restart with everything processed so far
+   (prompt + generated tokens) as its new prompt.
+2. A token budget of `chunk_size` per iteration: one token per decoding request, then prefill
+   chunks of requests already admitted, then new admissions in scheduling order (FCFS unless a
+   scheduler policy is set) while blocks (the whole prompt, plus a small watermark) and the
+   batch limit allow.
+3. Duration from the GPU profile; at the end, prefills that finish emit their first token,
+   decoders emit one token each, finished requests free their blocks.
+
+Fast path (`_plan_run`): when nothing can be admitted and every active request is decoding, the
+next iterations differ only in KV tokens read and block growth, both linear in the step index, so
+k of them are skipped at once with integer arithmetic, up to the next completion or eviction.
+An arrival that reaches this replica cuts the run at the end of the iteration in progress.
+"""
+from __future__ import annotations
+
+import math
+
+import simpy
+
+from .profiles import GpuProfile
+from .views import RequestView, PS_PER_S
+
+
+class Req:
+    """A request inside the simulator (times in integer picoseconds)."""
+
+    __slots__ = ("id", "arrival", "prompt", "output", "target", "processed", "generated",
+                 "blocks", "restarts", "replica", "admit_seq", "dispatched", "admitted",
+                 "first_token", "finish", "queue_view")
+
+    def __init__(self, rid: int, arrival_ps: int, prompt: int, output: int):
+        self.id = rid
+        self.arrival = arrival_ps
+        self.prompt = prompt
+        self.output = output
+        self.target = prompt        # tokens to prefill (grows to prompt + generated on restart)
+        self.processed = 0          # tokens in the KV cache
+        self.generated = 0          # output tokens emitted so far
+        self.blocks = 0
+        self.restarts = 0
+        self.replica = None
+        self.admit_seq = -1
+        self.dispatched = self.admitted = self.first_token = self.finish = None
+        self.queue_view = None
+
+
+class PolicyInvalid(Exception):
+    """A policy answered something the simulator cannot carry out; the message says what."""
+
+
+class PolicyError(Exception):
+    """A policy raised; `original` is the exception from the policy's own code."""
+
+    def __init__(self, entrypoint: str, original: BaseException):
+        super().__init__(f"{entrypoint}: {type(original).__name__}: {original}")
+        self.entrypoint = entrypoint
+        self.original = original
+
+
+class _Run:
+    """k identical-shape decode iterations, timed and applied analytically."""
+
+    __slots__ = ("start", "steps", "n", "base", "d_n", "cnt", "end", "cut_at")
+
+    def __init__(self, start, steps, n, base, d_n, cnt):
+        self.start, self.steps, self.n, self.base, self.d_n, self.cnt = start, steps, n, base, d_n, cnt
+        self.end = start + self.time(steps)
+        self.cut_at = None
+
+    def time(self, m: int) -> int:
+        return m * self.base + self.d_n * (m * (m - 1) // 2)
+
+    def done_by(self, now: int) -> int:
+        """Iterations finished by `now`: the largest m <= steps with start + time(m) <= now."""
+        elapsed = now - self.start
+        if elapsed >= self.time(self.steps):
+            return self.steps
+        if self.d_n:
+            b = self.base - self.d_n / 2
+            m = int((-b + math.sqrt(b * b + 2 * self.d_n * elapsed)) / self.d_n)
+        else:
+            m = elapsed // self.base
+        m = max(0, min(self.steps, m))
+        while m > 0 and self.time(m) > elapsed:
+            m -= 1
+        while m < self.steps and self.time(m + 1) <= elapsed:
+            m += 1
+        return m
+
+    def blocks_taken(self, m: int, bs: int) -> int:
+        """Blocks newly allocated by iterations 0..m-1."""
+        return block_growth(self.cnt, m, bs)
+
+
+def block_growth(cnt: list[int], m: int, bs: int) -> int:
+    """Blocks taken by m decode iterations when cnt[k] decoders hold k mod bs tokens.
+
+    Iteration i gives a new block to exactly the decoders whose token count is a multiple of bs
+    at that point, i.e. those with processed = -i (mod bs).
+    """
+    full, rest = divmod(m, bs)
+    return full * sum(cnt) + sum(cnt[(-i) % bs] for i in range(rest))
+
+
+class Replica:
+    def __init__(self, rid: int, profile: GpuProfile, env: simpy.Environment, cluster, *,
+                 chunk_size: int = 8192, max_batch: int = 256, watermark: float = 0.01,
+                 fast: bool = True, state: str = "ready"):
+        self.id = rid
+        self.profile = profile
+        self.env = env
+        self.cluster = cluster
+        self.chunk_size = chunk_size
+        self.max_batch = max_batch
+        self.watermark_blocks = int(profile.num_blocks * watermark)
+        self.fast = fast
+        self.state = state
+        self.pending: list[Req] = []
+        self.active: list[Req] = []   # in admission order: the last one is evicted first
+        self.used_blocks = 0
+        self.admit_counter = 0
+        self.run: _Run | None = None
+        self.wake_event = None
+        self.iterations = 0
+        self.evictions = 0
+        self.busy_ps = 0
+        self.proc = env.process(self._loop())
+
+    # --- the cluster's side ----------------------------------------------------------------
+    def enqueue(self, req: Req) -> None:
+        """A request dispatched here waits in `pending` until an iteration admits it."""
+        req.replica = self.id
+        self.pending.append(req)
+        if self.wake_event is not None:
+            if not self.wake_event.triggered:
+                self.wake_event.succeed()
+        elif self.run is not None and self.run.cut_at is None:
+            self.run.cut_at = self.env.now
+            self.proc.interrupt()
+
+    def max_blocks(self) -> int:
+        return self.profile.num_blocks - self.watermark_blocks
+
+    def used_blocks_at(self, now: int) -> int:
+        run = self.run
+        if run is None:
+            return self.used_blocks
+        done = run.done_by(now)
+        # the iteration in progress has already taken its blocks at its start
+        return self.used_blocks + run.blocks_taken(min(done + 1, run.steps), self.profile.block_size)
+
+    def views(self, reqs: list[Req], now: int, running: bool) -> list[RequestView]:
+        """Views of pending (running=False) or active requests as of `now`, mid-run included."""
+        extra = self.run.done_by(now) if (running and self.run is not None) else 0
+        return [RequestView(r.id, r.arrival / PS_PER_S, r.prompt, r.processed + extra,
+                            r.generated + extra, r.restarts, self.id) for r in reqs]
+
+    @property
+    def idle(self) -> bool:
+        return self.wake_event is not None
+
+    # --- the iteration loop ----------------------------------------------------------------
+    def _loop(self):
+        env = self.env
+        while True:
+            if self.fast:
+                run = self._plan_run()
+                if run is not None:
+                    yield from self._wait_run(run)
+                    continue
+            step = self._explicit_step_start()
+            if step is None:
+                self.wake_event = env.event()
+                self.cluster.on_idle(self)
+                yield self.wake_event
+                self.wake_event = None
+                continue
+            duration, decoders, chunks = step
+            start = env.now
+            yield env.timeout(duration)
+            self.busy_ps += env.now - start
+            self._explicit_step_end(decoders, chunks)
+
+    def _wait_run(self, run: _Run):
+        env = self.env
+        self.run = run
+        while True:
+            try:
+                yield env.timeout(run.end - env.now)
+                break
+            except simpy.Interrupt:
+                cut = min(run.steps, run.done_by(env.now) + 1)
+                run.steps = cut
+                run.end = run.start + run.time(cut)
+        self.run = None
+        self._apply_run(run)
+
+    def _admission_possible(self, free: int) -> bool:
+        if not self.pending or len(self.active) >= self.max_batch:
+            return False
+        bs = self.profile.block_size
+        if self.cluster.scheduler is None:
+            need = -(-self.pending[0].target // bs)
+        else:
+            need = min(-(-r.target // bs) for r in self.pending)
+        return free - need >= self.watermark_blocks
+
+    def _plan_run(self) -> _Run | None:
+        active = self.active
+        if not active:
+            return None
+        bs = self.profile.block_size
+        free = self.profile.num_blocks - self.used_blocks
+        if self._admission_possible(free):
+            return None
+        cnt = [0] * bs
+        kv = 0
+        steps = None
+        for r in active:
+            p = r.processed
+            if p < r.target:
+                return None          # a prefill in progress: not a pure decode run
+            cnt[p % bs] += 1
+            kv += p
+            left = r.output - r.generated
+            if steps is None or left < steps:
+                steps = left
+        n = len(active)
+        # the first iteration whose block growth would not fit ends the run before it
+        if block_growth(cnt, steps, bs) > free:
+            lo, hi = 0, steps       # largest m with growth(m) <= free
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if block_growth(cnt, mid, bs) <= free:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            steps = lo
+        if steps < 2:
+            return None
+        prof = self.profile
+        base = prof.a_ps + prof.c_ps * n + prof.d_ps * kv
+        return _Run(self.env.now, steps, n, base, prof.d_ps * n, cnt)
+
+    def _apply_run(self, run: _Run) -> None:
+        m = run.steps
+        bs = self.profile.block_size
+        self.used_blocks += run.blocks_taken(m, bs)
+        self.iterations += m
+        self.busy_ps += run.time(m)
+        finished = []
+        for r in self.active:
+            r.processed += m
+            r.generated += m
+            r.blocks = -(-r.processed // bs)
+            if r.generated >= r.output:
+                finished.append(r)
+        self._finish(finished)
+
+    def _explicit_step_start(self):
+        """Evict if needed, admit, and return (duration, decoders, prefill chunks) or None."""
+        bs = self.profile.block_size
+        active = self.active
+        need = sum(1 for r in active if r.processed >= r.target and r.processed % bs == 0)
+        free = self.profile.num_blocks - self.used_blocks
+        while need > free:
+            victim = active.pop()
+            if victim.processed >= victim.target and victim.processed % bs == 0:
+                need -= 1
+            self._evict(victim)
+            free = self.profile.num_blocks - self.used_blocks
+        decoders = []
+        chunks = []
+        kv = 0
+        for r in active:
+            if r.processed >= r.target:
+                if r.processed % bs == 0:
+                    r.blocks += 1
+                    self.used_blocks += 1
+                decoders.append(r)
+                kv += r.processed
+        budget = self.chunk_size - len(decoders)
+        for r in active:
+            if r.processed < r.target and budget > 0:
+                c = min(r.target - r.processed, budget)
+                chunks.append((r, c))
+                kv += r.processed
+                budget -= c
+        free = self.profile.num_blocks - self.used_blocks
+        if budget > 0 and self._admission_possible(free):
+            order = self.cluster.admission_order(self)
+            for r in order:
+                if len(active) >= self.max_batch or budget <= 0:
+                    break
+                blocks = -(-r.target // bs)
+                if free - blocks < self.watermark_blocks:
+                    break
+                self.pending.remove(r)
+                r.blocks = blocks
+                self.used_blocks += blocks
+                free -= blocks
+                r.admit_seq = self.admit_counter
+                self.admit_counter += 1
+                if r.admitted is None:
+                    r.admitted = self.env.now
+                active.append(r)
+                c = min(r.target, budget)
+                chunks.append((r, c))
+                budget -= c
+        if not decoders and not chunks:
+            return None
+        prefill = sum(c for _, c in chunks)
+        duration = self.profile.iteration_ps(prefill, len(decoders), kv)
+        return duration, decoders, chunks
+
+    def _explicit_step_end(self, decoders, chunks) -> None:
+        now = self.env.now
+        self.iterations += 1
+        finished = []
+        for r in decoders:
+            r.processed += 1
+            r.generated += 1
+            if r.generated >= r.output:
+                finished.append(r)
+        for r, c in chunks:
+            r.processed += c
+            if r.processed == r.target:
+                r.generated += 1
+                if r.first_token is None:
+                    r.first_token = now
+                if r.generated >= r.output:
+                    finished.append(r)
+        self._finish(finished)
+
+    def _evict(self, r: Req) -> None:
+        self.used_blocks -= r.blocks
+        self.evictions += 1
+        r.blocks = 0
+        r.processed = 0
+        r.target = r.prompt + r.generated
+        r.restarts += 1
+        self.pending.insert(0, r)
+
+    def _finish(self, finished: list[Req]) -> None:
+        if not finished:
+            return
+        now = self.env.now
+        done = set(map(id, finished))
+        self.active = [r for r in self.active if id(r) not in done]
+        for r in finished:
+            self.used_blocks -= r.blocks
+            r.blocks = 0
+            r.finish = now
+        self.cluster.on_completions(self, finished)

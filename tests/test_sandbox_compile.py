@@ -1,0 +1,364 @@
+"""compile_policy: what a candidate may and may not do, and how refusals are reported."""
+
+import pickle
+import textwrap
+from types import SimpleNamespace
+
+import pytest
+
+from sandbox import ALLOWED_IMPORTS, CompiledPolicy, PolicyCompileError, compile_policy, policy_traceback
+from sandbox.guards import restricted_import
+
+ROUTE = """\
+def route(queue, replicas, now, knobs):
+    return [(r.id, 0) for r in queue]
+"""
+
+
+def policy(body: str, **kwargs) -> CompiledPolicy:
+    """Compile `body` as the body of route(queue, replicas, now, knobs)."""
+    src = "def route(queue, replicas, now, knobs):\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    return compile_policy(src, ["route"], **kwargs)
+
+
+def call(compiled: CompiledPolicy, queue=(), replicas=()):
+    return compiled.entrypoints["route"](list(queue), list(replicas), 0.0, compiled.knobs)
+
+
+def refusal(source: str, entrypoints=("route",), **kwargs) -> PolicyCompileError:
+    with pytest.raises(PolicyCompileError) as info:
+        compile_policy(source, entrypoints, **kwargs)
+    return info.value
+
+
+def requests(n):
+    return [SimpleNamespace(id=i, prompt_tokens=10 * (n - i), arrival_time=float(i)) for i in range(n)]
+
+
+def replicas(n):
+    return [SimpleNamespace(id=i, pending=[None] * i, active=[], free_blocks=100, num_blocks=100) for i in range(n)]
+
+
+# --- valid programs -----------------------------------------------------------------------------
+
+def test_valid_routing_policy_compiles_and_runs():
+    compiled = compile_policy(ROUTE, ["route"])
+    assert isinstance(compiled, CompiledPolicy)
+    assert compiled.source == ROUTE
+    assert set(compiled.entrypoints) == {"route"}
+    assert compiled.knob_spec == {} and compiled.knobs == {}
+    assert call(compiled, requests(3), replicas(2)) == [(0, 0), (1, 0), (2, 0)]
+
+
+def test_single_entrypoint_name_as_str_is_accepted():
+    assert set(compile_policy(ROUTE, "route").entrypoints) == {"route"}
+
+
+def test_realistic_policy_with_allowed_imports_containers_and_classes():
+    src = textwrap.dedent("""\
+        import math, heapq
+        from collections import defaultdict, deque, Counter
+
+        KNOBS = {"headroom": (0.6, 0.0, 2.0), "cap": (3, 1, 10)}
+
+        class Tally:
+            def __init__(self):
+                self.total = 0
+
+            def add(self, v):
+                self.total = self.total + v
+
+        def route(queue, replicas, now, knobs):
+            load = defaultdict(int)
+            for r in replicas:
+                load[r.id] += len(r.pending)
+            tally = Tally()
+            heap = []
+            for req in queue:
+                heapq.heappush(heap, (req.prompt_tokens, req.id))
+            out = []
+            while heap:
+                tokens, rid = heapq.heappop(heap)
+                best = min(replicas, key=lambda r: (load[r.id], r.id))
+                load[best.id] += math.ceil(tokens * (1 + knobs["headroom"]) / 100)
+                tally.add(1)
+                out.append((rid, best.id))
+            counts = Counter(b for _, b in out)
+            recent = deque(maxlen=2)
+            recent.append(tally.total)
+            return out
+        """)
+    compiled = compile_policy(src, ["route"])
+    assert call(compiled, requests(3), replicas(2)) == [(2, 0), (1, 0), (0, 1)]  # ties go to the lower id
+
+
+def test_builtins_policies_need_are_present_and_range_is_not_capped():
+    compiled = policy("""\
+        pairs = sorted(zip([3, 1, 2], "abc"))
+        return (len(list(range(5000))), pairs[0], sum(map(abs, [-1, 2])), round(1.26, 1),
+                divmod(7, 2), any(filter(None, [0, 1])), next(reversed([1, 2])), isinstance(1, int),
+                dict(enumerate("ab")), frozenset({1}) | set([2]), tuple([1]), float("1.5"), int(bool(1)))
+        """)
+    assert call(compiled) == (5000, (1, "b"), 3, 1.3, (3, 1), True, 2, True, {0: "a", 1: "b"},
+                              frozenset({1, 2}), (1,), 1.5, 1)
+
+
+def test_item_augmented_assignment_is_supported():
+    compiled = policy("""\
+        d = {"k": 1, "l": [1]}
+        d["k"] += 2
+        d["l"] += [2]
+        n = 1
+        n *= 5
+        return d, n
+        """)
+    assert call(compiled) == ({"k": 3, "l": [1, 2]}, 5)
+
+
+def test_print_is_collected_not_written(capsys):
+    compiled = policy("""\
+        print("hello", 1)
+        return printed
+        """)
+    assert call(compiled) == "hello 1\n"
+    assert capsys.readouterr().out == ""
+
+
+# --- KNOBS ---------------------------------------------------------------------------------------
+
+def test_knobs_are_parsed_into_spec_and_current_values():
+    src = 'KNOBS = {"headroom": (0.6, 0.0, 2.0), "slots": (4, 1, 8)}\n' + ROUTE
+    compiled = compile_policy(src, ["route"])
+    assert compiled.knob_spec == {"headroom": (0.6, 0.0, 2.0), "slots": (4, 1, 8)}
+    assert compiled.knobs == {"headroom": 0.6, "slots": 4}
+    assert type(compiled.knobs["slots"]) is int  # an int knob stays usable in range()
+
+
+@pytest.mark.parametrize("knobs, name, why", [
+    ('{"a": 0.5}', "a", "tuple"),
+    ('{"a": (0.5, 0.0)}', "a", "tuple"),
+    ('{"a": (0.5, 1.0, 0.0)}', "a", "low 1.0 > high 0.0"),
+    ('{"a": (3.0, 0.0, 2.0)}', "a", "outside [0.0, 2.0]"),
+    ('{"a": (True, False, True)}', "a", "bool"),
+    ('{"a": (1, 0, True)}', "a", "bool"),
+    ('{"a": ("x", 0, 1)}', "a", "numbers"),
+    ('{"a": (float("nan"), 0.0, 1.0)}', "a", "finite"),
+])
+def test_malformed_knob_names_the_knob_and_its_line(knobs, name, why):
+    src = f'KNOBS = {{\n    "ok": (1, 0, 2),\n    {knobs[1:-1]},\n}}\n' + ROUTE
+    err = refusal(src)
+    assert f"knob '{name}'" in err.reason and why in err.reason
+    assert err.line == 3
+
+
+def test_knobs_not_a_dict():
+    err = refusal("\n\nKNOBS = [(0.5, 0.0, 1.0)]\n" + ROUTE)
+    assert err.line == 3 and "KNOBS must be a dict" in err.reason and "list" in err.reason
+
+
+def test_knobs_key_not_a_str():
+    err = refusal("KNOBS = {1: (0.5, 0.0, 1.0)}\n" + ROUTE)
+    assert "KNOBS key 1 must be a str" in err.reason
+
+
+# --- imports -------------------------------------------------------------------------------------
+
+def test_forbidden_import_reports_line_and_allow_list():
+    err = refusal("import math\n\nimport os\n" + ROUTE)
+    assert err.line == 3
+    assert str(err) == ("line 3: forbidden import 'os' (allowed: math, statistics, heapq, bisect, "
+                        "itertools, functools, collections)")
+    assert isinstance(err, ValueError)
+
+
+@pytest.mark.parametrize("stmt, name", [
+    ("from os import path", "os"),
+    ("import os.path as p", "os.path"),
+    ("import random", "random"),
+    ("from statistics import sys", "sys"),  # a foreign module re-exported by an allowed one
+])
+def test_forbidden_imports_in_any_form(stmt, name):
+    err = refusal(ROUTE + f"    {stmt}\n")  # inside the function: found statically, never run
+    assert err.line == 3 and f"forbidden import '{name}'" in err.reason
+
+
+def test_relative_import_refused():
+    assert "relative" in refusal("from . import x\n" + ROUTE).reason
+
+
+def test_runtime_import_guard():
+    with pytest.raises(ImportError, match="forbidden import 'os'"):
+        restricted_import("os")
+    with pytest.raises(ImportError, match="forbidden import 'sys'"):
+        restricted_import("statistics", fromlist=("sys",))
+    assert restricted_import("heapq").__name__ == "heapq"
+
+
+def test_foreign_module_unreachable_through_allowed_module_attribute():
+    compiled = policy("""\
+        import statistics
+        return statistics.sys
+        """)
+    with pytest.raises(AttributeError, match="forbidden module"):
+        call(compiled)
+
+
+def test_allowed_imports_work():
+    compiled = policy("""\
+        import math, heapq, statistics, bisect, itertools, functools
+        from collections import deque
+        h = [3, 1, 2]
+        heapq.heapify(h)
+        return (math.sqrt(16), heapq.heappop(h), deque([1, 2]).popleft(), statistics.mean([1, 3]),
+                bisect.bisect([1, 2, 3], 2), list(itertools.islice(itertools.count(), 2)),
+                functools.reduce(lambda a, b: a * b, [2, 3]))
+        """)
+    assert call(compiled) == (4.0, 1, 1, 2, 2, [0, 1], 6)
+
+
+# --- refused constructs --------------------------------------------------------------------------
+
+def test_dunder_import_refused_at_compile():
+    err = refusal(ROUTE + "    __import__('os')\n")
+    assert err.line == 3 and "__import__" in err.reason
+
+
+@pytest.mark.parametrize("expr, message", [("eval('1')", "Eval calls"), ("exec('1')", "Exec calls")])
+def test_eval_and_exec_refused_at_compile(expr, message):
+    err = refusal(ROUTE + f"    {expr}\n")
+    assert err.line == 3 and message in err.reason
+
+
+def test_open_is_not_available():
+    with pytest.raises(NameError, match="open"):
+        call(policy("return open('x')"))
+    err = refusal("x = 1\nopen('x')\n" + ROUTE)  # at module level it is a compile error
+    assert err.line == 2 and "NameError" in err.reason
+
+
+@pytest.mark.parametrize("name", ["type", "globals", "vars", "compile", "random", "SystemExit"])
+def test_dangerous_builtins_are_absent(name):
+    with pytest.raises(NameError):
+        call(policy(f"return {name}"))
+
+
+def test_getattr_dunder_refused_at_run_time():
+    with pytest.raises(AttributeError, match="__class__"):
+        call(policy("return getattr(1, '__class__')"))
+    with pytest.raises(AttributeError, match="mro"):
+        call(policy("return int.mro()"))
+
+
+def test_class_hierarchy_walk_refused_at_compile():
+    err = refusal(ROUTE + "    return ().__class__.__bases__[0].__subclasses__()\n")
+    assert err.line == 3 and "starts with" in err.reason
+
+
+def test_generator_frame_refused():
+    gen = """\
+        def gen():
+            yield 1
+        g = gen()
+        """
+    with pytest.raises(AttributeError, match="gi_frame"):
+        call(policy(gen + "return getattr(g, 'gi_' + 'frame')"))
+    assert "gi_frame" in refusal(ROUTE + "    (x for x in []).gi_frame\n").reason
+
+
+def test_format_attribute_walk_refused_at_run_time():
+    with pytest.raises(NotImplementedError, match="format"):
+        call(policy("return '{0.__class__}'.format(1)"))
+
+
+def test_writing_attributes_of_passed_in_objects_is_refused():
+    compiled = policy("""\
+        queue[0].prompt_tokens = 0
+        """)
+    queue = requests(1)
+    with pytest.raises(TypeError):
+        call(compiled, queue)
+    assert queue[0].prompt_tokens == 10
+    with pytest.raises(TypeError):
+        call(policy("setattr(queue[0], 'prompt_tokens', 0)"), queue)
+    assert queue[0].prompt_tokens == 10
+
+
+def test_missing_attribute_raises_instead_of_returning_none():
+    compiled = policy("return getattr(rng, 'nope', 7), rng.nope")
+    with pytest.raises(AttributeError, match="nope"):
+        call(compiled)
+
+
+# --- structural refusals -------------------------------------------------------------------------
+
+def test_missing_entry_point():
+    err = refusal(ROUTE, entrypoints=("route", "schedule"))
+    assert err.line is None and "missing entry point 'schedule'" in err.reason
+    assert "it is a int" in refusal("route = 3\n").reason  # must be a function, not any value
+
+
+def test_syntax_error_has_line():
+    err = refusal("x = 1\n\ndef route(queue:\n    pass\n")
+    assert err.line == 3 and err.reason.startswith("syntax error")
+
+
+def test_source_too_large():
+    err = refusal(ROUTE + "#" * 200, max_source_bytes=100)
+    assert err.line is None and "limit of 100" in err.reason
+
+
+def test_too_deep_nesting():
+    err = refusal(ROUTE + "    x = " + "[" * 70 + "]" * 70 + "\n")
+    assert err.line == 3 and "nested too deeply" in err.reason
+    compile_policy(ROUTE + "    x = " + "[" * 5 + "]" * 5 + "\n", ["route"])  # normal nesting is fine
+
+
+def test_error_in_module_body_has_line():
+    err = refusal("x = 1\ny = x / 0\n" + ROUTE)
+    assert err.line == 2 and "ZeroDivisionError: division by zero" in err.reason
+
+
+def test_compile_error_pickles_with_line():
+    err = refusal("import os\n" + ROUTE)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.line, copy.reason, str(copy)) == (err.line, err.reason, str(err))
+
+
+# --- randomness ----------------------------------------------------------------------------------
+
+def test_rng_is_seeded_and_reseed_resets_it():
+    body = "return [rng.random() for _ in range(3)]"
+    first, second = policy(body, seed=7), policy(body, seed=7)
+    draws = call(first)
+    assert draws == call(second)
+    assert draws != call(policy(body, seed=8))
+    assert call(first) != draws  # the stream moves on ...
+    first.reseed(7)
+    assert call(first) == draws  # ... until reseeded
+
+
+# --- tracebacks ----------------------------------------------------------------------------------
+
+def test_policy_traceback_points_at_candidate_line():
+    src = textwrap.dedent("""\
+        def helper(x):
+            return 1 / x
+
+        def route(queue, replicas, now, knobs):
+            return helper(0)
+        """)
+    compiled = compile_policy(src, ["route"])
+    with pytest.raises(ZeroDivisionError) as info:
+        call(compiled)
+    assert policy_traceback(info.value) == ("line 2 in helper: ZeroDivisionError: division by zero", 2)
+
+
+def test_policy_traceback_without_candidate_frames():
+    try:
+        raise KeyError("x")
+    except KeyError as exc:
+        assert policy_traceback(exc) == ("KeyError: 'x'", None)
+
+
+def test_allowed_imports_constant_matches_design():
+    assert ALLOWED_IMPORTS == ("math", "statistics", "heapq", "bisect", "itertools", "functools", "collections")
