@@ -58,9 +58,12 @@ class PolicyError(Exception):
     """A policy raised; `original` is the exception from the policy's own code."""
 
     def __init__(self, entrypoint: str, original: BaseException):
-        super().__init__(f"{entrypoint}: {type(original).__name__}: {original}")
+        super().__init__(entrypoint, original)   # SimPy re-raises with type(exc)(*exc.args)
         self.entrypoint = entrypoint
         self.original = original
+
+    def __str__(self) -> str:
+        return f"{self.entrypoint}: {type(self.original).__name__}: {self.original}"
 
 
 class _Run:

@@ -1,0 +1,115 @@
+"""The evaluation job: candidate source + knobs + problem + instances -> EvalResult.
+
+The candidate is compiled by `sandbox` and the compiled policy is handed to `sim`; `glia-evo
+simulate --policy FILE.py` goes through this same function, so users see what the search sees.
+Each instance gets a freshly compiled policy with its own seeded `rng`, so results do not depend on
+the order instances run in.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from sandbox import PolicyCompileError, compile_policy, policy_traceback
+from sim import PolicyError, PolicyInvalid, simulate
+from sim.policies import baseline_source
+
+from .problems import Instance, Problem
+
+STATUSES = ("ok", "error", "timeout", "crashed", "invalid")
+
+
+@dataclass
+class EvalResult:
+    status: str                       # one of STATUSES
+    fitness: float = 0.0
+    scenarios: dict = field(default_factory=dict)     # instance name -> metrics
+    diagnostics: dict = field(default_factory=dict)   # instance name -> diagnostics
+    reference: dict = field(default_factory=dict)     # instance name -> reference metric value
+    error: str | None = None          # one line, about the candidate's own code
+    line: int | None = None
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KnobError(ValueError):
+    """Knob values that do not match the program's KNOBS."""
+
+
+def resolve_knobs(spec: dict, overrides: dict | None) -> dict:
+    values = {name: v[0] for name, v in spec.items()}
+    for name, value in (overrides or {}).items():
+        if name not in spec:
+            raise KnobError(f"unknown knob {name!r} (the program declares: "
+                            f"{', '.join(spec) or 'none'})")
+        _, low, high = spec[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            raise KnobError(f"knob {name!r} = {value!r} is outside its range [{low}, {high}]")
+        values[name] = value
+    return values
+
+
+def policy_seed(seed: int, instance: Instance) -> int:
+    return seed * 1_000_003 + instance.seed
+
+
+def run_instance(source: str, problem: Problem, instance: Instance, knobs: dict | None,
+                 seed: int, fast: bool = True):
+    """Compile and simulate one instance; returns the SimResult (exceptions propagate)."""
+    policy = compile_policy(source, problem.entrypoints, seed=policy_seed(seed, instance))
+    values = resolve_knobs(policy.knob_spec, knobs)
+    route = policy.entrypoints[problem.entrypoints[0]]
+    return simulate(instance.workload(), instance.cluster(), route, values, fast=fast)
+
+
+def reference_metrics(problem: Problem, instance: Instance, fast: bool = True) -> dict:
+    """The reference baseline's metrics on an instance (fitness 1.0), computed once per process."""
+    return _reference_metrics(problem.name, instance, fast)
+
+
+@functools.lru_cache(maxsize=256)
+def _reference_metrics(problem_name: str, instance: Instance, fast: bool) -> dict:
+    from .problems import get_problem
+    problem = get_problem(problem_name)
+    source = baseline_source(problem.name, problem.reference)
+    return run_instance(source, problem, instance, None, seed=0, fast=fast).metrics
+
+
+def evaluate(source: str, problem: Problem, instances: list[Instance], *,
+             knobs: dict | None = None, seed: int = 0, fast: bool = True) -> EvalResult:
+    """Evaluate a candidate on instances; never raises for anything the candidate does."""
+    started = time.perf_counter()
+    result = EvalResult(status="ok")
+    ratios = []
+    try:
+        for instance in instances:
+            sim = run_instance(source, problem, instance, knobs, seed, fast)
+            ref = reference_metrics(problem, instance, fast)[problem.metric]
+            value = sim.metrics[problem.metric]
+            result.scenarios[instance.name] = sim.metrics
+            result.diagnostics[instance.name] = sim.diagnostics
+            result.reference[instance.name] = ref
+            ratios.append(ref / value if value > 0 else 0.0)
+    except PolicyCompileError as exc:
+        result.status, result.error, result.line = "error", str(exc), exc.line
+    except KnobError as exc:
+        result.status, result.error = "invalid", str(exc)
+    except PolicyInvalid as exc:
+        result.status, result.error = "invalid", f"{instance.name}: {exc}"
+    except PolicyError as exc:
+        message, line = policy_traceback(exc.original)
+        result.status, result.error, result.line = "error", f"{instance.name}: {message}", line
+    if result.status == "ok":
+        result.fitness = geometric_mean(ratios)
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+def geometric_mean(values: list[float]) -> float:
+    if not values or min(values) <= 0:
+        return 0.0
+    return math.exp(sum(math.log(v) for v in values) / len(values))

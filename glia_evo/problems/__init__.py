@@ -1,0 +1,19 @@
+"""Built-in problems, by name (a contract: routing, scheduling, autoscaling)."""
+from __future__ import annotations
+
+from .base import Instance, Problem, Scenario
+from .routing import ROUTING
+
+PROBLEMS: dict[str, Problem] = {"routing": ROUTING}
+PLANNED = ("scheduling", "autoscaling")
+
+
+def get_problem(name: str) -> Problem:
+    if name in PROBLEMS:
+        return PROBLEMS[name]
+    if name in PLANNED:
+        raise KeyError(f"problem {name!r} is not available yet (available: {', '.join(PROBLEMS)})")
+    raise KeyError(f"unknown problem {name!r} (available: {', '.join(PROBLEMS)})")
+
+
+__all__ = ["Instance", "Problem", "Scenario", "PROBLEMS", "get_problem"]

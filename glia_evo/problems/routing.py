@@ -1,0 +1,83 @@
+"""The routing problem: which replica serves each request (DESIGN §3)."""
+from __future__ import annotations
+
+from functools import partial
+
+from sim import ClusterSpec, ReplicaSpec
+from sim.workload import glia_workload, packaged_trace, scale_rate, window
+
+from .base import Problem, Scenario
+
+AZURE_WINDOW_S = 1200.0
+
+
+def _azure(trace: str, rate_scale: float, seed: int):
+    """Twenty-minute slice number `seed` of an Azure trace, its rate scaled by `rate_scale`."""
+    requests = packaged_trace(f"azure_llm_2023/{trace}.csv")
+    start = seed * AZURE_WINDOW_S
+    return scale_rate(window(requests, start, start + AZURE_WINDOW_S), rate_scale)
+
+
+def _glia_short(seed: int):
+    return glia_workload(seed, duration_s=200.0)
+
+
+A10 = ReplicaSpec("llama3-8b/a10", chunk_size=8192)
+A100 = ReplicaSpec("llama3-8b/a100", chunk_size=8192)
+
+SCENARIOS = {
+    "glia": Scenario(
+        "glia", "The Glia paper's setup: 4 x A10, Llama-3-8B, 2240 blocks of 16 tokens, chunk "
+        "8192; ShareGPT first turns with 5 % of prompts and outputs x10, log-normal arrivals "
+        "(sigma 2) at 7.5 req/s for 1000 s. Seeds 0-1 replay the paper's traces, 2-9 regenerate "
+        "them by the same rule.",
+        ClusterSpec(replicas=(A10,) * 4), glia_workload, seeds=tuple(range(10))),
+    "glia_short": Scenario(
+        "glia_short", "The glia workload for 200 s only: a cheap first-stage check.",
+        ClusterSpec(replicas=(A10,) * 4), _glia_short, seeds=(100, 101)),
+    "azure_conv": Scenario(
+        "azure_conv", "Azure conversation trace (Nov 2023), 20-minute slices (seed = slice), "
+        "rate x1.5, on 4 x A10: moderate prompts, longer outputs, memory-bound.",
+        ClusterSpec(replicas=(A10,) * 4), partial(_azure, "conv", 1.5), seeds=(0, 1, 2)),
+    "azure_code": Scenario(
+        "azure_code", "Azure code-completion trace (Nov 2023), 20-minute slices (seed = slice), "
+        "on 4 x A10: long prompts, short outputs, prefill-bound.",
+        ClusterSpec(replicas=(A10,) * 4), partial(_azure, "code", 1.0), seeds=(0, 1, 2)),
+    "azure_conv_hetero": Scenario(
+        "azure_conv_hetero", "Azure conversation trace, rate x2.5, on a mixed cluster of "
+        "2 x A10 and 1 x A100: replicas differ in speed and memory.",
+        ClusterSpec(replicas=(A10, A10, A100)), partial(_azure, "conv", 2.5), seeds=(0, 1, 2)),
+}
+
+DESCRIPTION = """\
+Route requests of an LLM-serving cluster to GPU replicas. `route(queue, replicas, now, knobs)`
+is called at every arrival and every completion while the global queue is not empty; it returns
+a list of (request_id, replica_id) pairs. Requests left out stay in the queue for the next call.
+Each replica batches its requests continuously (chunked prefill, paged KV cache of num_blocks
+blocks of block_size tokens); when the KV cache runs out the most recently admitted request is
+evicted and restarts from scratch, so overcommitting memory costs time. The output length of a
+request is unknown to the policy. Fitness: mean end-to-end latency of `llq` / yours (higher is
+better), geometric mean over scenarios.
+Request view: id, arrival_time, prompt_tokens, processed_tokens, generated_tokens, restarts.
+Replica view: id, gpu, state, num_blocks, block_size, free_blocks, used_blocks, chunk_size,
+max_batch, num_pending, num_active, pending (list of requests), active (list of requests).
+"""
+
+ROUTING = Problem(
+    name="routing",
+    entrypoints=("route",),
+    reference="llq",
+    metric="mean_e2e_s",
+    scenarios=SCENARIOS,
+    splits={
+        "train": (("glia", 0), ("glia", 1), ("azure_conv", 0), ("azure_code", 0)),
+        "validation": (("glia", 2), ("glia", 3), ("azure_conv", 1), ("azure_code", 1),
+                       ("azure_conv_hetero", 0)),
+        "test": tuple(("glia", s) for s in range(4, 10)) + (
+            ("azure_conv", 2), ("azure_code", 2), ("azure_conv_hetero", 1),
+            ("azure_conv_hetero", 2)),
+        "quick": (("glia_short", 100),),
+    },
+    default_scenario="glia",
+    description=DESCRIPTION,
+)
