@@ -1,0 +1,207 @@
+"""The `glia-evo` command line (DESIGN §7).
+
+User mistakes end with one line on stderr and a non-zero exit (2 for bad input, 1 for a policy
+that fails), never a traceback. Set GLIA_EVO_DEBUG=1 to see tracebacks of internal errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+from sim import TraceError, load_trace
+from sim.policies import baseline_names, baseline_source
+
+from .evaluation import EvalResult
+from .parallel import evaluate_many
+from .problems import Instance, Problem, Scenario, get_problem
+from .report import family_means, print_baselines, print_simulation
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glia-evo", description="Evolutionary search for LLM-serving cluster policies.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("simulate", help="simulate one policy (a baseline or a FILE.py)")
+    sim.add_argument("--problem", default="routing", help="routing (default)")
+    sim.add_argument("--policy", required=True, help="a baseline name or a candidate FILE.py")
+    _scenario_args(sim)
+    sim.add_argument("--trace", type=Path, help="replay this CSV trace on the scenario's cluster")
+    sim.add_argument("--replicas", type=_positive_int, help="number of replicas")
+    sim.add_argument("--rate-scale", type=_positive_float, default=1.0,
+                     help="multiply the arrival rate by X")
+    sim.add_argument("--seed", type=_seed, help="run only this seed of the scenario")
+
+    base = sub.add_parser("baselines", help="compare all baselines of a problem")
+    base.add_argument("--problem", default="routing", help="routing (default)")
+    _scenario_args(base)
+    return parser
+
+
+def _scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", help="scenario name (default: the problem's main scenario)")
+    p.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _problem(name: str) -> Problem:
+    try:
+        return get_problem(name)
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
+
+
+def _instances(problem: Problem, args) -> list[Instance]:
+    try:
+        scenario = problem.scenario(args.scenario or problem.default_scenario)
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
+    trace = getattr(args, "trace", None)
+    if trace is not None:
+        load_trace(trace)     # validate here: TraceError is a user error, reported by main()
+        scenario = Scenario(f"trace:{trace.name}", f"replay of {trace}", scenario.cluster,
+                            partial(_replay, str(trace.resolve())), seeds=(0,))
+    seed = getattr(args, "seed", None)
+    seeds = scenario.seeds if seed is None or trace is not None else (seed,)
+    return [Instance(scenario, s, rate_scale=getattr(args, "rate_scale", 1.0),
+                     replicas=getattr(args, "replicas", None)) for s in seeds]
+
+
+def _replay(path: str, seed: int):
+    return load_trace(path)
+
+
+def _policy_source(problem: Problem, policy: str) -> tuple[str, str]:
+    """(display name, source) for a baseline name or a FILE.py path."""
+    if policy.endswith(".py") or os.sep in policy:
+        path = Path(policy)
+        if not path.is_file():
+            raise UserError(f"policy file not found: {policy}")
+        try:
+            return path.name, path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"cannot read policy file {policy}: {exc}") from None
+    try:
+        return policy, baseline_source(problem.name, policy)
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
+
+
+def _progress(args):
+    if args.json or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\rsimulated {done}/{total} scenario instances", end=end, file=sys.stderr,
+              flush=True)
+    return show
+
+
+def result_json(problem: Problem, policy: str, result: EvalResult) -> dict:
+    return {"problem": problem.name, "policy": policy, "fitness": result.fitness,
+            "status": result.status, "error": result.error, "scenarios": result.scenarios,
+            "summary": family_means(result.scenarios),
+            "reference": {"policy": problem.reference, problem.metric: result.reference}}
+
+
+def cmd_simulate(args) -> int:
+    problem = _problem(args.problem)
+    name, source = _policy_source(problem, args.policy)
+    instances = _instances(problem, args)
+    [result] = evaluate_many([source], problem, instances, workers=args.workers,
+                             progress=_progress(args))
+    if args.json:
+        print(json.dumps(result_json(problem, name, result), indent=2))
+    elif result.status == "ok":
+        print_simulation(problem, name, result)
+    if result.status != "ok":
+        print(f"glia-evo: policy {name} failed ({result.status}): {result.error}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_baselines(args) -> int:
+    problem = _problem(args.problem)
+    names = baseline_names(problem.name)
+    instances = _instances(problem, args)
+    sources = [baseline_source(problem.name, n) for n in names]
+    results = evaluate_many(sources, problem, instances, workers=args.workers,
+                            progress=_progress(args))
+    if args.json:
+        print(json.dumps({"problem": problem.name, "scenario": instances[0].scenario.name,
+                          "reference": problem.reference,
+                          "baselines": [result_json(problem, n, r)
+                                        for n, r in zip(names, results)]}, indent=2))
+    else:
+        print_baselines(problem, instances[0].scenario, names, results)
+    failed = [n for n, r in zip(names, results) if r.status != "ok"]
+    for n, r in zip(names, results):
+        if r.status != "ok":
+            print(f"glia-evo: baseline {n} failed ({r.status}): {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, TraceError) as exc:
+        print(f"glia-evo: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:   # e.g. a workload that cannot run on the chosen cluster
+        if os.environ.get("GLIA_EVO_DEBUG"):
+            raise
+        print(f"glia-evo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("glia-evo: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
