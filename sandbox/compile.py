@@ -86,19 +86,10 @@ def _locate(exc: BaseException) -> tuple[str, int | None, str | None]:
     return " ".join(text.split())[:_MAX_MESSAGE], line, func
 
 
-def compile_policy(
-    source: str,
-    entrypoints: Sequence[str],
-    *,
-    seed: int = 0,
-    max_source_bytes: int = 100_000,
-    max_ast_depth: int = 60,
-) -> CompiledPolicy:
-    """Compile and execute `source` in the sandbox; return its entry points and knobs."""
+def _restricted_code(source, max_source_bytes: int, max_ast_depth: int):
+    """Every check that needs no execution; returns (code object, tree, knob lines)."""
     if not isinstance(source, str):
         raise TypeError(f"source must be str, not {type(source).__name__}")
-    if isinstance(entrypoints, str):
-        entrypoints = (entrypoints,)
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > max_source_bytes:
         raise PolicyCompileError(f"source is {size} bytes, over the limit of {max_source_bytes}")
@@ -123,10 +114,55 @@ def compile_policy(
         line = int(match.group(1)) if match.group(1).isdigit() else None
         more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
         raise PolicyCompileError(match.group(2) + more, line)
+    return result.code, tree, knob_lines
+
+
+def check_source(
+    source: str,
+    entrypoints: Sequence[str],
+    *,
+    max_source_bytes: int = 100_000,
+    max_ast_depth: int = 60,
+) -> dict[str, tuple[float, float, float]]:
+    """Static check without running anything (for the engine, which must never execute a
+    candidate): restricted compilation, top-level entry points, a literal KNOBS. Returns the
+    knob spec; raises PolicyCompileError like `compile_policy`."""
+    if isinstance(entrypoints, str):
+        entrypoints = (entrypoints,)
+    _, tree, knob_lines = _restricted_code(source, max_source_bytes, max_ast_depth)
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for name in entrypoints:
+        if name not in defined:
+            raise PolicyCompileError(f"missing entry point '{name}': define a top-level function "
+                                     f"'def {name}(...)'")
+    knobs = _ABSENT
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "KNOBS" for t in node.targets):
+            try:
+                knobs = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError, RecursionError):
+                raise PolicyCompileError("KNOBS must be a literal dict of name: (value, low, high)",
+                                         node.lineno) from None
+    return _parse_knobs(knobs, knob_lines)
+
+
+def compile_policy(
+    source: str,
+    entrypoints: Sequence[str],
+    *,
+    seed: int = 0,
+    max_source_bytes: int = 100_000,
+    max_ast_depth: int = 60,
+) -> CompiledPolicy:
+    """Compile and execute `source` in the sandbox; return its entry points and knobs."""
+    if isinstance(entrypoints, str):
+        entrypoints = (entrypoints,)
+    code, _, knob_lines = _restricted_code(source, max_source_bytes, max_ast_depth)
 
     namespace = make_globals(seed)
     try:
-        exec(result.code, namespace)
+        exec(code, namespace)
     except Exception as exc:
         message, line, _ = _locate(exc)
         raise PolicyCompileError(f"{message} (while executing the module body)", line) from None
