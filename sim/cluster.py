@@ -119,15 +119,16 @@ class Cluster:
             answer = self.route(queue_views, replica_views, now / PS_PER_S, self.knobs)
         except Exception as exc:  # the policy's own error, reported with its traceback
             raise PolicyError("route", exc) from exc
-        if not answer:
-            if answer is None or isinstance(answer, (list, tuple)):
-                return
+        if isinstance(answer, (list, tuple)) and not answer:
+            return
         self._dispatch(answer)
 
     def _dispatch(self, answer) -> None:
         if not isinstance(answer, (list, tuple)):
-            raise PolicyInvalid(f"route must return a list of (request_id, replica_id) pairs, "
-                                f"got {type(answer).__name__}")
+            hint = " (a missing return statement?)" if answer is None else ""
+            raise PolicyInvalid(f"route must return a list of (request_id, replica_id) pairs "
+                                f"(an empty list holds every request), got "
+                                f"{type(answer).__name__}{hint}")
         waiting = {r.id: r for r in self.queue}
         chosen: list[tuple[Req, Replica]] = []
         taken: set[int] = set()

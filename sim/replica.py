@@ -111,6 +111,17 @@ def block_growth(cnt: list[int], m: int, bs: int) -> int:
     return full * sum(cnt) + sum(cnt[(-i) % bs] for i in range(rest))
 
 
+class _IterationEnd(simpy.events.Event):
+    """A timeout at URGENT priority: an iteration that ends at the same picosecond as an arrival
+    is processed first, in both modes, so ties never depend on event creation order."""
+
+    def __init__(self, env: simpy.Environment, delay: int):
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, simpy.events.URGENT, delay)
+
+
 class Replica:
     def __init__(self, rid: int, profile: GpuProfile, env: simpy.Environment, cluster, *,
                  chunk_size: int = 8192, max_batch: int = 256, watermark: float = 0.01,
@@ -186,7 +197,7 @@ class Replica:
                 continue
             duration, decoders, chunks = step
             start = env.now
-            yield env.timeout(duration)
+            yield _IterationEnd(env, duration)
             self.busy_ps += env.now - start
             self._explicit_step_end(decoders, chunks)
 
@@ -195,7 +206,7 @@ class Replica:
         self.run = run
         while True:
             try:
-                yield env.timeout(run.end - env.now)
+                yield _IterationEnd(env, run.end - env.now)
                 break
             except simpy.Interrupt:
                 cut = min(run.steps, run.done_by(env.now) + 1)

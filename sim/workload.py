@@ -11,7 +11,7 @@ import csv
 import functools
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,19 +39,28 @@ class RequestSpec:
 def _positive_int(text: str, column: str, where: str) -> int:
     try:
         value = int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise TraceError(f"{where}: {column} is not a number: {text!r}") from None
     if value != float(text) or value < 1:
         raise TraceError(f"{where}: {column} must be a positive integer, got {text!r}")
     return value
 
 
-def _azure_seconds(text: str, where: str) -> float:
-    """Parse '2023-11-16 18:17:03.9799600' (7 fractional digits) into epoch seconds."""
+AZURE_TICKS_PER_S = 10**7
+
+
+def _azure_ticks(text: str, where: str) -> int:
+    """Parse '2023-11-16 18:17:03.9799600' into integer 100-ns ticks since the epoch (UTC).
+
+    Integers keep all 7 fractional digits (a float epoch would lose the last one), and the
+    explicit UTC zone keeps replay independent of the machine's time zone.
+    """
     whole, _, frac = text.strip().partition(".")
     try:
-        base = datetime.fromisoformat(whole).timestamp()
-        return base + (float("0." + frac) if frac else 0.0)
+        if frac and (not frac.isdigit() or len(frac) > 7):
+            raise ValueError
+        seconds = int(datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp())
+        return seconds * AZURE_TICKS_PER_S + int((frac or "0").ljust(7, "0"))
     except ValueError:
         raise TraceError(f"{where}: TIMESTAMP is not a date-time: {text!r}") from None
 
@@ -87,7 +96,7 @@ def _load_trace_cached(path: str, _mtime: int) -> tuple[RequestSpec, ...]:
             f"{path}: row 1: unknown header {','.join(header)!r}; expected "
             f"{','.join(AZURE_HEADER)!r} or {','.join(VIDUR_HEADER)!r}"
         )
-    out: list[RequestSpec] = []
+    out: list[tuple] = []
     for number, row in enumerate(rows[1:], start=2):
         where = f"{path}: row {number}"
         if not row or all(not cell.strip() for cell in row):
@@ -95,7 +104,7 @@ def _load_trace_cached(path: str, _mtime: int) -> tuple[RequestSpec, ...]:
         if len(row) < 3:
             raise TraceError(f"{where}: expected at least 3 columns, got {len(row)}")
         if kind == "azure":
-            t = _azure_seconds(row[0], where)
+            t = _azure_ticks(row[0], where)
         else:
             try:
                 t = float(row[0])
@@ -105,12 +114,13 @@ def _load_trace_cached(path: str, _mtime: int) -> tuple[RequestSpec, ...]:
                 raise TraceError(f"{where}: arrived_at must be a finite time >= 0, got {row[0]!r}")
         prompt = _positive_int(row[1], header[1], where)
         output = _positive_int(row[2], header[2], where)
-        out.append(RequestSpec(t, prompt, output))
+        out.append((t, prompt, output))
     if not out:
         raise TraceError(f"{path}: no requests in trace")
-    out.sort(key=lambda r: r.arrival_s)
-    t0 = out[0].arrival_s
-    return tuple(RequestSpec(r.arrival_s - t0, r.prompt_tokens, r.output_tokens) for r in out)
+    out.sort(key=lambda r: r[0])
+    t0 = out[0][0]
+    scale = AZURE_TICKS_PER_S if kind == "azure" else 1
+    return tuple(RequestSpec((t - t0) / scale, p, o) for t, p, o in out)
 
 
 def packaged_trace(name: str) -> list[RequestSpec]:

@@ -1,7 +1,6 @@
 """The paged KV-cache model: block accounting, growth while decoding, eviction and restart."""
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
