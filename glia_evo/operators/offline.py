@@ -1,0 +1,345 @@
+"""The offline mutator: AST-level mutations and crossovers, no LLM needed.
+
+Operators a genetic-programming engineer expects: perturb a constant, promote a constant to a
+knob, swap a comparison or min/max, substitute one view attribute for another of the same kind,
+add a weighted term, wrap an expression, and crossover of functions or key expressions between two
+parents. A child is kept only if it passes the sandbox's static check (nothing is executed here);
+otherwise another mutation is tried.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import math
+import random
+
+from sandbox import PolicyCompileError
+from sandbox.compile import check_source
+
+from . import Proposal
+
+# View attributes that can stand in for each other (same kind, same units).
+ATTRIBUTE_GROUPS = [
+    ("num_pending", "num_active"),
+    ("free_blocks", "used_blocks", "num_blocks"),
+    ("prompt_tokens", "processed_tokens", "generated_tokens"),
+]
+GROUP_OF = {a: g for g in ATTRIBUTE_GROUPS for a in g}
+COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
+WEIGHTS = {"perturb_constant": 3, "promote_constant": 2, "swap_comparison": 1,
+           "substitute_attribute": 2, "add_weighted_term": 2, "wrap_expression": 1,
+           "crossover": 2}
+
+
+class Mutation(Exception):
+    """This mutation does not apply to this program (try another)."""
+
+
+def _parents_map(tree: ast.AST) -> dict:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _functions(tree: ast.Module) -> list[ast.FunctionDef]:
+    return [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+
+
+def _knobs_dict(tree: ast.Module) -> ast.Dict | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "KNOBS"
+                                                for t in node.targets):
+            return node.value if isinstance(node.value, ast.Dict) else None
+    return None
+
+
+def _ensure_knobs(tree: ast.Module) -> ast.Dict:
+    knobs = _knobs_dict(tree)
+    if knobs is None:
+        knobs = ast.Dict(keys=[], values=[])
+        at = sum(1 for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+                 or (isinstance(n, ast.Expr) and isinstance(getattr(n, "value", None), ast.Constant)))
+        tree.body.insert(at, ast.Assign(targets=[ast.Name("KNOBS", ast.Store())], value=knobs))
+    return knobs
+
+
+def _knob_names(tree: ast.Module) -> set[str]:
+    knobs = _knobs_dict(tree)
+    return {k.value for k in knobs.keys if isinstance(k, ast.Constant)} if knobs else set()
+
+
+def _add_knob(tree: ast.Module, stem: str, value, low, high) -> str:
+    names = _knob_names(tree)
+    i = 1
+    while f"{stem}{i}" in names:
+        i += 1
+    name = f"{stem}{i}"
+    knobs = _ensure_knobs(tree)
+    knobs.keys.append(ast.Constant(name))
+    knobs.values.append(ast.Tuple([ast.Constant(value), ast.Constant(low), ast.Constant(high)],
+                                  ast.Load()))
+    return name
+
+
+def _ensure_import(tree: ast.Module, module: str) -> None:
+    for n in tree.body:
+        if isinstance(n, ast.Import) and any(a.name == module for a in n.names):
+            return
+    at = 1 if tree.body and isinstance(tree.body[0], ast.Expr) else 0
+    tree.body.insert(at, ast.Import(names=[ast.alias(module)]))
+
+
+def _knob_ref(name: str) -> ast.Subscript:
+    return ast.Subscript(ast.Name("knobs", ast.Load()), ast.Constant(name), ast.Load())
+
+
+def _function_nodes(tree: ast.Module, with_knobs: bool = False):
+    """(function, node) for every node inside a top-level function body."""
+    for fn in _functions(tree):
+        if with_knobs and "knobs" not in {a.arg for a in fn.args.args}:
+            continue
+        for stmt in fn.body:
+            for node in ast.walk(stmt):
+                yield fn, node
+
+
+def _numeric_constants(tree: ast.Module, with_knobs: bool = False) -> list[ast.Constant]:
+    parents = _parents_map(tree)
+    found = []
+    for _, node in _function_nodes(tree, with_knobs):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
+                and not isinstance(node.value, bool)):
+            parent = parents.get(node)
+            if isinstance(parent, ast.Subscript) and parent.slice is node:
+                continue          # an index: changing it breaks the program, not the policy
+            if isinstance(parent, ast.UnaryOp) and isinstance(parent.op, ast.USub):
+                continue
+            found.append(node)
+    return found
+
+
+def _numeric_attributes(tree: ast.Module, with_knobs: bool = False) -> list[ast.Attribute]:
+    return [node for _, node in _function_nodes(tree, with_knobs)
+            if isinstance(node, ast.Attribute) and node.attr in GROUP_OF
+            and isinstance(node.ctx, ast.Load)]
+
+
+def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    parent = _parents_map(tree)[old]
+    for name, value in ast.iter_fields(parent):
+        if value is old:
+            setattr(parent, name, new)
+            return
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if item is old:
+                    value[i] = new
+                    return
+    raise Mutation("node not found")
+
+
+# --- the operators ---------------------------------------------------------------------------
+
+def perturb_constant(tree, rng: random.Random, other=None) -> str:
+    consts = _numeric_constants(tree)
+    if not consts:
+        raise Mutation("no constants")
+    node = rng.choice(consts)
+    old = node.value
+    if isinstance(old, int):
+        new = old + rng.choice([-2, -1, 1, 2]) if abs(old) < 4 else round(old * rng.choice([0.5, 0.75, 1.5, 2]))
+    else:
+        new = round(old * math.exp(rng.gauss(0, 0.5)), 6) if old else rng.choice([-0.1, 0.1])
+    if new == old:
+        raise Mutation("unchanged")
+    node.value = new
+    return f"perturbed the constant {old!r} -> {new!r} on line {node.lineno}"
+
+
+def promote_constant(tree, rng, other=None) -> str:
+    consts = [c for c in _numeric_constants(tree, with_knobs=True)]
+    if not consts:
+        raise Mutation("no constants in a function with knobs")
+    node = rng.choice(consts)
+    v = node.value
+    if isinstance(v, int):
+        low, high = (min(0, 4 * v), max(4, 4 * v)) if v else (-4, 4)
+    elif v > 0:
+        low, high = round(v / 4, 6), round(v * 4, 6)
+    elif v < 0:
+        low, high = round(v * 4, 6), round(v / 4, 6)
+    else:
+        low, high = -1.0, 1.0
+    name = _add_knob(tree, "k", v, low, high)
+    _replace(tree, node, _knob_ref(name))
+    return f"made the constant {v!r} on line {node.lineno} a tunable knob '{name}' in [{low}, {high}]"
+
+
+def swap_comparison(tree, rng, other=None) -> str:
+    sites = []
+    for _, node in _function_nodes(tree):
+        if isinstance(node, ast.Compare):
+            sites += [("cmp", node, i) for i, op in enumerate(node.ops) if type(op) in COMPARE_SWAPS]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max"):
+            sites.append(("minmax", node, None))
+    if not sites:
+        raise Mutation("no comparisons")
+    kind, node, i = rng.choice(sites)
+    if kind == "minmax":
+        old = node.func.id
+        node.func.id = "max" if old == "min" else "min"
+        return f"swapped {old} for {node.func.id} on line {node.lineno}"
+    old = type(node.ops[i])
+    new = COMPARE_SWAPS[old] if rng.random() < 0.5 else {ast.Lt: ast.Gt, ast.LtE: ast.GtE,
+                                                         ast.Gt: ast.Lt, ast.GtE: ast.LtE}[old]
+    node.ops[i] = new()
+    return f"changed comparison {old.__name__} -> {new.__name__} on line {node.lineno}"
+
+
+def substitute_attribute(tree, rng, other=None) -> str:
+    attrs = _numeric_attributes(tree)
+    if not attrs:
+        raise Mutation("no view attributes")
+    node = rng.choice(attrs)
+    choices = [a for a in GROUP_OF[node.attr] if a != node.attr]
+    old, node.attr = node.attr, rng.choice(choices)
+    return f"used {node.attr} instead of {old} on line {node.lineno}"
+
+
+def add_weighted_term(tree, rng, other=None) -> str:
+    attrs = _numeric_attributes(tree, with_knobs=True)
+    if not attrs:
+        raise Mutation("no view attributes in a function with knobs")
+    node = rng.choice(attrs)
+    partner = rng.choice([a for a in GROUP_OF[node.attr] if a != node.attr])
+    weight = rng.choice([-0.5, -0.25, 0.25, 0.5])
+    name = _add_knob(tree, "w", weight, -2.0, 2.0)
+    term = ast.BinOp(_knob_ref(name), ast.Mult(),
+                     ast.Attribute(copy.deepcopy(node.value), partner, ast.Load()))
+    _replace(tree, node, ast.BinOp(copy.deepcopy(node), ast.Add(), term))
+    return (f"added a weighted term {name}*{partner} to {node.attr} on line {node.lineno} "
+            f"(weight {weight}, tunable)")
+
+
+def wrap_expression(tree, rng, other=None) -> str:
+    attrs = _numeric_attributes(tree)
+    if not attrs:
+        raise Mutation("no numeric expressions")
+    node = rng.choice(attrs)
+    kind = rng.choice(["sqrt", "log1p", "square"])
+    inner = ast.Call(ast.Name("max", ast.Load()), [ast.Constant(0), copy.deepcopy(node)], [])
+    if kind == "square":
+        new = ast.BinOp(copy.deepcopy(node), ast.Pow(), ast.Constant(2))
+    else:
+        _ensure_import(tree, "math")
+        new = ast.Call(ast.Attribute(ast.Name("math", ast.Load()), kind, ast.Load()), [inner], [])
+    _replace(tree, node, new)
+    return f"wrapped {node.attr} on line {node.lineno} in {kind}"
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, mapping):
+        self.mapping = mapping
+
+    def visit_Name(self, node):
+        if node.id in self.mapping:
+            node.id = self.mapping[node.id]
+        return node
+
+
+def crossover(tree, rng, other) -> str:
+    """Take a whole function, or a sort/selection key, from the other parent."""
+    if other is None:
+        raise Mutation("no second parent")
+    mine = {f.name: f for f in _functions(tree)}
+    theirs = {f.name: f for f in _functions(other)}
+    lambdas_a = [n for _, n in _function_nodes(tree) if isinstance(n, ast.Lambda)]
+    lambdas_b = [n for _, n in _function_nodes(other) if isinstance(n, ast.Lambda)]
+    pairs = [(a, b) for a in lambdas_a for b in lambdas_b
+             if len(a.args.args) == len(b.args.args) and ast.dump(a) != ast.dump(b)]
+    shared = [n for n in mine if n in theirs and ast.dump(mine[n]) != ast.dump(theirs[n])]
+    if pairs and (not shared or rng.random() < 0.5):
+        a, b = rng.choice(pairs)
+        body = copy.deepcopy(b.body)
+        mapping = {x.arg: y.arg for x, y in zip(b.args.args, a.args.args)}
+        a.body = _Rename(mapping).visit(body)
+        how = f"the key expression on line {a.lineno} from the other parent"
+    elif shared:
+        name = rng.choice(shared)
+        idx = tree.body.index(mine[name])
+        tree.body[idx] = copy.deepcopy(theirs[name])
+        called = {n.func.id for n in ast.walk(theirs[name])
+                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        for helper in sorted(called & (set(theirs) - set(mine))):
+            tree.body.insert(idx, copy.deepcopy(theirs[helper]))
+        how = f"function {name}() from the other parent"
+    else:
+        raise Mutation("nothing to cross")
+    # bring the other parent's knobs and imports along when they are used
+    their_knobs = _knobs_dict(other)
+    if their_knobs is not None:
+        have = _knob_names(tree)
+        for k, v in zip(their_knobs.keys, their_knobs.values):
+            if isinstance(k, ast.Constant) and k.value not in have:
+                knobs = _ensure_knobs(tree)
+                knobs.keys.append(copy.deepcopy(k))
+                knobs.values.append(copy.deepcopy(v))
+    for n in other.body:
+        if isinstance(n, ast.Import):
+            for a in n.names:
+                _ensure_import(tree, a.name)
+    return f"crossover: took {how}"
+
+
+OPERATORS = {"perturb_constant": perturb_constant, "promote_constant": promote_constant,
+             "swap_comparison": swap_comparison, "substitute_attribute": substitute_attribute,
+             "add_weighted_term": add_weighted_term, "wrap_expression": wrap_expression,
+             "crossover": crossover}
+
+
+def _prune_unused_knobs(tree: ast.Module) -> None:
+    knobs = _knobs_dict(tree)
+    if knobs is None:
+        return
+    used = {n.slice.value for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+            and isinstance(n.value, ast.Name) and n.value.id == "knobs"
+            and isinstance(n.slice, ast.Constant)}
+    if any(isinstance(n, ast.Name) and n.id == "knobs" and not isinstance(p, ast.Subscript)
+           for p in ast.walk(tree) for n in ast.iter_child_nodes(p)):
+        return   # knobs used indirectly (e.g. knobs.get(name)): keep them all
+    keep = [(k, v) for k, v in zip(knobs.keys, knobs.values)
+            if isinstance(k, ast.Constant) and k.value in used]
+    knobs.keys, knobs.values = [k for k, _ in keep], [v for _, v in keep]
+
+
+class OfflineMutator:
+    """Random AST operators; `propose` returns a statically valid child or None."""
+
+    def __init__(self, entrypoints: tuple[str, ...], weights: dict | None = None,
+                 attempts: int = 12):
+        self.entrypoints = entrypoints
+        self.weights = weights or WEIGHTS
+        self.attempts = attempts
+
+    def propose(self, parent, inspirations: list, context: dict) -> Proposal | None:
+        rng = random.Random(context.get("seed", 0))
+        base = ast.parse(parent.source)
+        others = [ast.parse(c.source) for c in inspirations if c.source != parent.source]
+        names = list(self.weights)
+        for _ in range(self.attempts):
+            op = rng.choices(names, weights=[self.weights[n] for n in names])[0]
+            if op == "crossover" and not others:
+                continue
+            tree = copy.deepcopy(base)
+            try:
+                what = OPERATORS[op](tree, rng, rng.choice(others) if others else None)
+            except Mutation:
+                continue
+            _prune_unused_knobs(tree)
+            source = ast.unparse(ast.fix_missing_locations(tree)) + "\n"
+            if source == ast.unparse(base) + "\n":
+                continue
+            try:
+                check_source(source, self.entrypoints)
+            except PolicyCompileError:
+                continue
+            return Proposal(source=source, operator=op, rationale=what)
+        return None
