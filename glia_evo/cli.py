@@ -55,10 +55,18 @@ def _seed(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and --help still shows everything)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="glia-evo", description="Evolutionary search for LLM-serving cluster policies.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
 
     sim = sub.add_parser("simulate", help="simulate one policy (a baseline or a FILE.py)")
     sim.add_argument("--problem", default="routing", help="routing (default)")
@@ -73,7 +81,33 @@ def build_parser() -> argparse.ArgumentParser:
     base = sub.add_parser("baselines", help="compare all baselines of a problem")
     base.add_argument("--problem", default="routing", help="routing (default)")
     _scenario_args(base)
+
+    run = sub.add_parser("run", help="start a search (offline by default)")
+    run.add_argument("config", nargs="?", type=Path, help="a run configuration (TOML)")
+    run.add_argument("--problem", help="routing")
+    run.add_argument("--out", help="run folder (default runs/<name>)")
+    _budget_args(run)
+    run.add_argument("--llm", choices=["offline", "openai"], help="who proposes programs")
+    run.add_argument("--model", help="LLM model name")
+    run.add_argument("--base-url", help="OpenAI-compatible endpoint")
+    run.add_argument("--workers", type=_positive_int, help="parallel evaluations")
+    run.add_argument("--seed", type=_seed, help="random seed of the search")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+
+    res = sub.add_parser("resume", help="continue a stopped or killed search")
+    res.add_argument("dir", type=Path)
+    _budget_args(res)
+    res.add_argument("--quiet", action="store_true", help="no progress display")
+
+    st = sub.add_parser("status", help="where a search stands")
+    st.add_argument("dir", type=Path)
+    st.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=_positive_float, help="wall-time budget (whole run)")
+    p.add_argument("--max-evaluations", type=_positive_int, help="evaluation budget (whole run)")
 
 
 def _scenario_args(p: argparse.ArgumentParser) -> None:
@@ -181,14 +215,53 @@ def cmd_baselines(args) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines}
+def cmd_run(args) -> int:
+    from . import runner
+    overrides = {"problem": args.problem, "out": args.out, "budget.minutes": args.minutes,
+                 "budget.max_evaluations": args.max_evaluations, "llm.mode": args.llm,
+                 "llm.model": args.model, "llm.base_url": args.base_url,
+                 "evaluation.workers": args.workers, "seed": args.seed}
+    cfg = load_config(args.config, overrides)
+    _problem(cfg.problem)
+    return runner.start(cfg, progress=not args.quiet)
+
+
+def cmd_resume(args) -> int:
+    from . import runner
+    overrides = {"budget.minutes": args.minutes, "budget.max_evaluations": args.max_evaluations}
+    return runner.resume(args.dir, {k: v for k, v in overrides.items() if v is not None},
+                         progress=not args.quiet)
+
+
+def cmd_status(args) -> int:
+    from . import runner
+    info = runner.status(args.dir)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        runner.print_status(info)
+    return 0
+
+
+def load_config(path, overrides):
+    from .config import ConfigError, load
+    try:
+        return load(path, overrides)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run,
+            "resume": cmd_resume, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .config import ConfigError
+    from .runner import RunError
     try:
         return COMMANDS[args.command](args)
-    except (UserError, TraceError) as exc:
+    except (UserError, TraceError, ConfigError, RunError) as exc:
         print(f"glia-evo: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:   # e.g. a workload that cannot run on the chosen cluster

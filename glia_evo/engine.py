@@ -24,7 +24,7 @@ from . import analyst
 from .config import RunConfig
 from .events import EventLog
 from .jobs import EvalJob, evaluate_job, result_from_outcome
-from .operators.offline import OfflineMutator
+from .operators.offline import for_problem
 from .problems import get_problem
 
 ELAPSED_KEY = "elapsed_s"
@@ -60,7 +60,7 @@ class Engine:
         self.islands = Islands(self.store, s.islands, s.island_capacity, cfg.seed,
                                tournament_size=s.tournament)
         self.events = EventLog(run_dir / "events.jsonl")
-        self.mutator = OfflineMutator(self.problem.entrypoints)
+        self.mutator = for_problem(self.problem)
         self.budget = Budget(cfg.budget.minutes, cfg.budget.max_evaluations)
         self.pool = pool
         self.progress = progress
@@ -97,6 +97,9 @@ class Engine:
     def _propose(self) -> Candidate | None:
         """Select a parent on the next island (round robin), mutate, dedup, store as pending."""
         n = self.cfg.search.islands
+        # One transaction per attempt: the counter, the selection's rng draw and the child commit
+        # together, so a kill at any point resumes on exactly the same random sequence. (Offline
+        # proposals take milliseconds; an LLM operator will snapshot, propose, then commit.)
         for _ in range(self.cfg.search.max_attempts):
             index = int(self._meta(PROPOSALS_KEY))
             island = index % n

@@ -295,6 +295,14 @@ OPERATORS = {"perturb_constant": perturb_constant, "promote_constant": promote_c
              "crossover": crossover}
 
 
+def for_problem(problem) -> "OfflineMutator":
+    """The offline mutator with the problem's building blocks, when it has some."""
+    if problem.name == "routing":
+        from .routing_blocks import ROUTING_OPERATORS, ROUTING_WEIGHTS
+        return OfflineMutator(problem.entrypoints, ROUTING_OPERATORS, ROUTING_WEIGHTS)
+    return OfflineMutator(problem.entrypoints)
+
+
 def _prune_unused_knobs(tree: ast.Module) -> None:
     knobs = _knobs_dict(tree)
     if knobs is None:
@@ -313,10 +321,12 @@ def _prune_unused_knobs(tree: ast.Module) -> None:
 class OfflineMutator:
     """Random AST operators; `propose` returns a statically valid child or None."""
 
-    def __init__(self, entrypoints: tuple[str, ...], weights: dict | None = None,
-                 attempts: int = 12):
+    def __init__(self, entrypoints: tuple[str, ...], operators: dict | None = None,
+                 weights: dict | None = None, attempts: int = 12):
+        """`operators`/`weights` add problem-specific operators to the generic ones."""
         self.entrypoints = entrypoints
-        self.weights = weights or WEIGHTS
+        self.operators = {**OPERATORS, **(operators or {})}
+        self.weights = {**WEIGHTS, **(weights or {})}
         self.attempts = attempts
 
     def propose(self, parent, inspirations: list, context: dict) -> Proposal | None:
@@ -330,7 +340,7 @@ class OfflineMutator:
                 continue
             tree = copy.deepcopy(base)
             try:
-                what = OPERATORS[op](tree, rng, rng.choice(others) if others else None)
+                what = self.operators[op](tree, rng, rng.choice(others) if others else None)
             except Mutation:
                 continue
             _prune_unused_knobs(tree)
