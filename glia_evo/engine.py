@@ -23,7 +23,7 @@ from sim.policies import baseline_source
 from . import analyst
 from .config import RunConfig
 from .events import EventLog
-from .jobs import EvalJob, evaluate_job, result_from_outcome
+from .jobs import EvalJob, evaluate_job, reference_job, result_from_outcome
 from .operators.offline import for_problem
 from .problems import get_problem
 
@@ -31,6 +31,7 @@ ELAPSED_KEY = "elapsed_s"
 PROPOSALS_KEY = "proposals"
 EVALUATIONS_KEY = "evaluations"
 LAST_MIGRATION_KEY = "last_migration"
+REFERENCE_KEY = "reference"
 
 
 @dataclass
@@ -94,6 +95,21 @@ class Engine:
                     self.events.write("proposal", candidate=cand.id, island=island,
                                       operator="seed", parents=[])
 
+    def _reference(self) -> dict:
+        """The reference baseline's metric per instance, simulated once (in the sandbox pool)
+        and kept in the state, so no evaluation simulates it again."""
+        e = self.cfg.evaluation
+        splits = (e.split, e.cascade_split) if e.cascade else (e.split,)
+        saved = self.store.get_meta(REFERENCE_KEY)
+        if saved and saved.get("splits") == list(splits):
+            return saved["values"]
+        outcome = self.pool.submit(reference_job, self.problem.name, splits).result()
+        if outcome.status != "ok":
+            raise RuntimeError(f"the reference baseline {self.problem.reference} failed: "
+                               f"{outcome.error}")
+        self.store.set_meta(REFERENCE_KEY, {"splits": list(splits), "values": outcome.value})
+        return outcome.value
+
     def _propose(self) -> Candidate | None:
         """Select a parent on the next island (round robin), mutate, dedup, store as pending."""
         n = self.cfg.search.islands
@@ -140,7 +156,8 @@ class Engine:
         job = EvalJob(source=cand.source, problem=self.problem.name, split=e.split,
                       seed=self.cfg.seed, cascade=e.cascade and cand.operator != "seed",
                       cascade_split=e.cascade_split, threshold=e.cascade_threshold,
-                      bar_fitness=bar if bar is not None else 1.0)
+                      bar_fitness=bar if bar is not None else 1.0,
+                      reference=tuple(sorted(self.reference.items())))
         self.inflight.append((cand, self.pool.submit(evaluate_job, job)))
 
     def _process(self, cand: Candidate, outcome) -> None:
@@ -200,6 +217,7 @@ class Engine:
         self._started = time.monotonic()
         self._elapsed_before = float(self._meta(ELAPSED_KEY, 0.0))
         self.events.write("start", config=self.cfg.to_dict(), evaluations=self.evaluations)
+        self.reference = self._reference()
         self._seed_population()
         backlog = collections.deque(self.store.by_status("pending"))   # seeds or a killed run's
         workers = self.cfg.evaluation.workers

@@ -80,15 +80,22 @@ def _reference_metrics(problem_name: str, instance: Instance, fast: bool) -> dic
 
 
 def evaluate(source: str, problem: Problem, instances: list[Instance], *,
-             knobs: dict | None = None, seed: int = 0, fast: bool = True) -> EvalResult:
-    """Evaluate a candidate on instances; never raises for anything the candidate does."""
+             knobs: dict | None = None, seed: int = 0, fast: bool = True,
+             reference: dict | None = None) -> EvalResult:
+    """Evaluate a candidate on instances; never raises for anything the candidate does.
+
+    `reference` (instance name -> the reference's metric) skips simulating the reference
+    baseline again, e.g. in a worker process that does not share this process's cache.
+    """
     started = time.perf_counter()
     result = EvalResult(status="ok")
     ratios = []
     try:
         for instance in instances:
             sim = run_instance(source, problem, instance, knobs, seed, fast)
-            ref = reference_metrics(problem, instance, fast)[problem.metric]
+            ref = (reference or {}).get(instance.name)
+            if ref is None:
+                ref = reference_metrics(problem, instance, fast)[problem.metric]
             value = sim.metrics[problem.metric]
             result.scenarios[instance.name] = sim.metrics
             result.diagnostics[instance.name] = sim.diagnostics

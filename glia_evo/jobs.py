@@ -24,14 +24,24 @@ class EvalJob:
     cascade_split: str = "quick"
     threshold: float = 0.8
     bar_fitness: float = 1.0
+    reference: tuple = ()           # (instance name, reference metric) computed once per run
+
+
+def reference_job(problem_name: str, splits: tuple[str, ...]) -> dict:
+    """The reference baseline's metric on every instance of `splits` (run once per search)."""
+    from .evaluation import reference_metrics
+    problem = get_problem(problem_name)
+    return {inst.name: reference_metrics(problem, inst)[problem.metric]
+            for split in splits for inst in problem.split(split)}
 
 
 def evaluate_job(job: EvalJob) -> EvalResult:
     problem = get_problem(job.problem)
     knobs = dict(job.knobs) or None
+    reference = dict(job.reference)
     if job.cascade:
         first = evaluate(job.source, problem, problem.split(job.cascade_split), knobs=knobs,
-                         seed=job.seed)
+                         seed=job.seed, reference=reference)
         bar = job.threshold * job.bar_fitness
         info = {"stage": 1, "stage1_fitness": first.fitness, "bar": bar,
                 "threshold": job.threshold}
@@ -42,7 +52,8 @@ def evaluate_job(job: EvalJob) -> EvalResult:
                                f"{bar:.3f} ({job.threshold} x {job.bar_fitness:.3f})")
             first.diagnostics["cascade"] = info
             return first
-    result = evaluate(job.source, problem, problem.split(job.split), knobs=knobs, seed=job.seed)
+    result = evaluate(job.source, problem, problem.split(job.split), knobs=knobs, seed=job.seed,
+                      reference=reference)
     if job.cascade:
         result.diagnostics["cascade"] = {**info, "stage": 2}
         result.duration_s += first.duration_s

@@ -1,16 +1,48 @@
-"""Evaluate many (program, instance) pairs on all cores, one instance per job.
+"""Evaluate many (program, instance) pairs, each in its own contained process.
+
+Every (program, instance) pair is one job of a `sandbox.WorkerPool`: a forked process with a
+wall-clock timeout, an address-space limit and a CPU-time limit, whose output goes to /dev/null.
+A program that loops, exhausts memory or kills its process gets a result saying so, and cannot
+disturb the other programs of the batch. Pool outcomes become `EvalResult` statuses:
+
+    pool outcome                       EvalResult
+    ok (evaluate returned)             the EvalResult itself (ok / error / invalid), except that a
+                                       MemoryError in the candidate becomes crashed, as below
+    timeout (wall clock or CPU time)   timeout   "timed out: exceeded the ... limit of N s"
+    memory                             crashed   "exceeded the memory limit of N MiB"
+    crashed (signal, exit code)        crashed   "the job process was killed by SIGSEGV ..."
+    error (the job raised)             error     "<Type>: <message>"
+
+Error messages start with the instance name, as `evaluate`'s do.
+
+The reference baseline of each instance is simulated once, in its own job, and handed to the
+candidates' jobs; the parent keeps it for later calls. A reference that raises (e.g. a workload
+that cannot run on the chosen cluster) is an input error: `evaluate_many` raises ValueError.
 
 Results are merged per program in instance order, so a parallel evaluation equals a sequential
-`evaluate` of the same program on the same instances.
+`evaluate` of the same program on the same instances (`duration_s` aside).
 """
 from __future__ import annotations
 
+import collections
 import os
-from concurrent.futures import ProcessPoolExecutor
+import re
 from typing import Callable
 
+from sandbox import JobOutcome, WorkerPool
+
+from . import evaluation as _evaluation
 from .evaluation import EvalResult, evaluate, geometric_mean
-from .problems import Instance, Problem, get_problem
+from .problems import Instance, Problem
+
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_MEMORY_MB = 2048
+TIMEOUT_ENV = "GLIA_EVO_EVAL_TIMEOUT_S"   # default wall-clock limit per job, seconds
+MEMORY_ENV = "GLIA_EVO_EVAL_MEMORY_MB"    # default address-space limit per job, MiB
+CPU_ENV = "GLIA_EVO_EVAL_CPU_S"           # default CPU-time limit per job (else: the wall limit)
+
+_REFERENCE_CACHE_SIZE = 256
+_references: collections.OrderedDict = collections.OrderedDict()
 
 
 def merge(results: list[EvalResult]) -> EvalResult:
@@ -28,32 +60,175 @@ def merge(results: list[EvalResult]) -> EvalResult:
     return merged
 
 
-def _job(args) -> list[EvalResult]:
-    problem_name, sources, instance, knobs, seed = args
-    problem = get_problem(problem_name)
-    return [evaluate(src, problem, [instance], knobs=knobs, seed=seed) for src in sources]
+def _env_number(name: str, default: float | None) -> float | None:
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of "
+                         f"{'MiB' if name == MEMORY_ENV else 'seconds'}, got {text!r}")
+    return value
 
 
+def resolve_limits(timeout_s: float | None = None, memory_mb: float | None = None,
+                   cpu_s: float | None = None) -> tuple[float, float, float]:
+    """(wall-clock s, MiB, CPU s) per job: the arguments, else the environment
+    (GLIA_EVO_EVAL_TIMEOUT_S, GLIA_EVO_EVAL_MEMORY_MB, GLIA_EVO_EVAL_CPU_S), else 600 s,
+    2048 MiB, and a CPU limit equal to the wall-clock limit."""
+    timeout_s = timeout_s if timeout_s is not None else _env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+    memory_mb = memory_mb if memory_mb is not None else _env_number(MEMORY_ENV, DEFAULT_MEMORY_MB)
+    cpu_s = cpu_s if cpu_s is not None else _env_number(CPU_ENV, timeout_s)
+    return timeout_s, memory_mb, cpu_s
+
+
+def make_pool(workers: int | None = None, *, timeout_s: float | None = None,
+              memory_mb: float | None = None, cpu_s: float | None = None) -> WorkerPool:
+    """A WorkerPool with the evaluation limits (see `resolve_limits`); `workers` defaults to
+    all cores. Pass it to `evaluate_many(pool=...)` to reuse it across calls."""
+    timeout_s, memory_mb, cpu_s = resolve_limits(timeout_s, memory_mb, cpu_s)
+    return WorkerPool(max(1, workers or os.cpu_count() or 1), timeout_s=timeout_s,
+                      memory_mb=memory_mb, cpu_s=cpu_s)
+
+
+# --- jobs (they run in the pool's forked processes) ------------------------------------------------
+def _reference_job(problem: Problem, instance: Instance):
+    """('ok', metrics) or ('raised', is_value_error, "message") for the reference baseline."""
+    try:
+        return ("ok", _evaluation.reference_metrics(problem, instance))
+    except Exception as exc:
+        return ("raised", isinstance(exc, ValueError), f"{type(exc).__name__}: {exc}",
+                str(exc))
+
+
+def _candidate_job(problem: Problem, source: str, instance: Instance, knobs: dict | None,
+                   seed: int, reference: dict | None) -> EvalResult:
+    if reference is not None:
+        # This process is a disposable fork: let `evaluate` use the reference the parent already
+        # has instead of simulating the baseline again.
+        known = _evaluation.reference_metrics
+
+        def reference_metrics(p, inst, fast=True):
+            if fast and p.name == problem.name and inst == instance:
+                return reference
+            return known(p, inst, fast)
+        _evaluation.reference_metrics = reference_metrics
+    return evaluate(source, problem, [instance], knobs=knobs, seed=seed)
+
+
+# --- outcomes -> EvalResult ------------------------------------------------------------------------
+_MEMORY_ERROR = re.compile(r"^(?:line \d+(?: in [\w<>.]+)?: )?MemoryError\b")
+
+
+def _memory_text(pool: WorkerPool) -> str:
+    if pool.memory_mb is None:
+        return "ran out of memory"
+    return f"exceeded the memory limit of {pool.memory_mb:g} MiB"
+
+
+def outcome_to_result(outcome: JobOutcome, instance: Instance, pool: WorkerPool) -> EvalResult:
+    """The EvalResult of one (program, instance) job, whatever happened to its process."""
+    name = instance.name
+    if outcome.status == "ok":
+        result = outcome.value
+        if not isinstance(result, EvalResult):
+            return EvalResult(status="error", duration_s=outcome.duration_s,
+                              error=f"{name}: the evaluation returned {type(result).__name__}")
+        if result.status == "error" and result.error:
+            detail = result.error.removeprefix(f"{name}: ")
+            if _MEMORY_ERROR.match(detail):   # the candidate hit the address-space limit
+                result.status = "crashed"
+                result.error = f"{name}: {_memory_text(pool)} ({detail})"
+        return result
+    status = {"timeout": "timeout", "memory": "crashed", "crashed": "crashed"}.get(
+        outcome.status, "error")
+    error = _memory_text(pool) if outcome.status == "memory" else outcome.error
+    return EvalResult(status=status, error=f"{name}: {error}", duration_s=outcome.duration_s)
+
+
+# --- the reference cache ---------------------------------------------------------------------------
+def _cached_reference(problem: Problem, instance: Instance) -> dict | None:
+    key = (problem.name, instance)
+    metrics = _references.get(key)
+    if metrics is not None:
+        _references.move_to_end(key)
+    return metrics
+
+
+def _remember_reference(problem: Problem, instance: Instance, metrics: dict) -> None:
+    _references[(problem.name, instance)] = metrics
+    while len(_references) > _REFERENCE_CACHE_SIZE:
+        _references.popitem(last=False)
+
+
+# --- the entry point -------------------------------------------------------------------------------
 def evaluate_many(sources: list[str], problem: Problem, instances: list[Instance], *,
                   knobs: dict | None = None, seed: int = 0, workers: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> list[EvalResult]:
+                  progress: Callable[[int, int], None] | None = None,
+                  timeout_s: float | None = None, memory_mb: float | None = None,
+                  cpu_s: float | None = None, pool: WorkerPool | None = None) -> list[EvalResult]:
     """Evaluate each source on every instance; returns one merged EvalResult per source.
 
-    One job per instance runs all sources there, so the reference baseline of that instance is
-    simulated once per job.
+    Each (source, instance) pair runs in its own contained process (see the module docstring);
+    `workers` processes at a time (default: all cores). Limits per job: `timeout_s` wall clock,
+    `memory_mb` of address space, `cpu_s` of CPU time (defaults: `resolve_limits`). Pass a
+    `pool` (e.g. from `make_pool`) to use its workers and limits instead.
+    `progress(done, total)` is called as simulations finish (reference baselines included).
     """
-    workers = max(1, min(workers or os.cpu_count() or 1, len(instances)))
-    jobs = [(problem.name, sources, inst, knobs, seed) for inst in instances]
+    sources, instances = list(sources), list(instances)
+    if not sources or not instances:
+        return [merge([]) for _ in sources]
+    own = pool is None
+    if own:
+        jobs = len(sources) * len(instances)
+        pool = make_pool(min(workers or os.cpu_count() or 1, jobs),
+                         timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s)
+    try:
+        return _evaluate(pool, sources, problem, instances, knobs, seed, progress)
+    finally:
+        if own:
+            pool.shutdown(wait=True, kill=True)   # a no-op unless interrupted
+
+
+def _evaluate(pool: WorkerPool, sources, problem, instances, knobs, seed, progress):
+    missing = []
+    for inst in instances:
+        if _cached_reference(problem, inst) is None and inst not in missing:
+            missing.append(inst)
+    total = len(missing) + len(sources) * len(instances)
+    done = 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    for inst, future in [(i, pool.submit(_reference_job, problem, i)) for i in missing]:
+        outcome = future.result()
+        tick()
+        if outcome.status != "ok":
+            continue          # the candidates' jobs simulate the reference themselves
+        if outcome.value[0] == "ok":
+            _remember_reference(problem, inst, outcome.value[1])
+            continue
+        _, is_value_error, text, message = outcome.value
+        if is_value_error:
+            raise ValueError(message)
+        raise RuntimeError(f"the reference baseline {problem.reference!r} failed on "
+                           f"{inst.name}: {text}")
+
+    futures = [[pool.submit(_candidate_job, problem, src, inst, knobs, seed,
+                            _cached_reference(problem, inst)) for src in sources]
+               for inst in instances]
     per_instance: list[list[EvalResult]] = []
-    if workers == 1:
-        for i, job in enumerate(jobs):
-            per_instance.append(_job(job))
-            if progress:
-                progress(i + 1, len(jobs))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, out in enumerate(pool.map(_job, jobs)):
-                per_instance.append(out)
-                if progress:
-                    progress(i + 1, len(jobs))
+    for inst, row in zip(instances, futures):
+        results = []
+        for future in row:
+            results.append(outcome_to_result(future.result(), inst, pool))
+            tick()
+        per_instance.append(results)
     return [merge([row[k] for row in per_instance]) for k in range(len(sources))]

@@ -11,7 +11,7 @@ from sim.policies import baseline_source
 CONTRACT_METRICS = {"mean_e2e_s", "p50_e2e_s", "p99_e2e_s", "mean_ttft_s", "p99_ttft_s",
                     "mean_tpot_s", "throughput_rps", "restarts", "completed", "gpu_seconds",
                     "slo_attainment"}
-QUICK = ["--scenario", "glia_short", "--seed", "100", "--workers", "1"]
+QUICK = ["--scenario", "glia_short", "--seed", "101", "--workers", "1"]
 
 
 def cli(*args, check_rc=None):
@@ -37,8 +37,8 @@ def test_simulate_json_schema_and_reference_fitness():
                          check_rc=0).stdout)
     assert out["problem"] == "routing" and out["policy"] == "llq"
     assert out["fitness"] == 1.0
-    assert list(out["scenarios"]) == ["glia_short#100"]
-    metrics = out["scenarios"]["glia_short#100"]
+    assert list(out["scenarios"]) == ["glia_short#101"]
+    metrics = out["scenarios"]["glia_short#101"]
     assert CONTRACT_METRICS <= set(metrics)
     assert metrics["completed"] > 1000 and metrics["mean_e2e_s"] > 0
 
@@ -54,7 +54,7 @@ def test_policy_file_gives_same_metrics_as_baseline_name(tmp_path):
 
 def test_table_output_when_not_json():
     proc = cli("simulate", "--policy", "hra", *QUICK, check_rc=0)
-    assert "glia_short#100" in proc.stdout and "mean e2e s" in proc.stdout
+    assert "glia_short#101" in proc.stdout and "mean e2e s" in proc.stdout
 
 
 def test_trace_replicas_and_rate_scale(tmp_path):

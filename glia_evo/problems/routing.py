@@ -19,7 +19,7 @@ def _azure(trace: str, rate_scale: float, seed: int):
 
 
 def _glia_short(seed: int):
-    return glia_workload(seed, duration_s=200.0)
+    return glia_workload(seed, rate=10.0, duration_s=200.0)
 
 
 A10 = ReplicaSpec("llama3-8b/a10", chunk_size=8192)
@@ -33,8 +33,9 @@ SCENARIOS = {
         "them by the same rule.",
         ClusterSpec(replicas=(A10,) * 4), glia_workload, seeds=tuple(range(10))),
     "glia_short": Scenario(
-        "glia_short", "The glia workload for 200 s only: a cheap first-stage check.",
-        ClusterSpec(replicas=(A10,) * 4), _glia_short, seeds=(100, 101)),
+        "glia_short", "The glia rule at 10 req/s for 200 s: a cheap first-stage check that "
+        "still separates good routers from bad ones.",
+        ClusterSpec(replicas=(A10,) * 4), _glia_short, seeds=(101, 102)),
     "azure_conv": Scenario(
         "azure_conv", "Azure conversation trace (Nov 2023), 20-minute slices (seed = slice), "
         "rate x1.5, on 4 x A10: moderate prompts, longer outputs, memory-bound.",
@@ -76,7 +77,8 @@ ROUTING = Problem(
         "test": tuple(("glia", s) for s in range(4, 10)) + (
             ("azure_conv", 2), ("azure_code", 2), ("azure_conv_hetero", 1),
             ("azure_conv_hetero", 2)),
-        "quick": (("glia_short", 100),),
+        "quick": (("glia_short", 101),),
+        "glia_train": (("glia", 0), ("glia", 1)),
     },
     default_scenario="glia",
     description=DESCRIPTION,
