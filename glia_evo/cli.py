@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rate-scale", type=_positive_float, default=1.0,
                      help="multiply the arrival rate by X")
     sim.add_argument("--seed", type=_seed, help="run only this seed of the scenario")
+    sim.add_argument("--split", help="run a whole split of the problem instead of a scenario "
+                                     "(train, validation, test, quick)")
 
     base = sub.add_parser("baselines", help="compare all baselines of a problem")
     base.add_argument("--problem", default="routing", help="routing (default)")
@@ -98,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("dir", type=Path)
     _budget_args(res)
     res.add_argument("--quiet", action="store_true", help="no progress display")
+
+    exp = sub.add_parser("export", help="write a candidate as a standalone Python module")
+    exp.add_argument("dir", type=Path)
+    exp.add_argument("--candidate", help="candidate id (default: the best)")
+    exp.add_argument("--out", type=Path, required=True, help="FILE.py to write")
 
     st = sub.add_parser("status", help="where a search stands")
     st.add_argument("dir", type=Path)
@@ -124,6 +131,15 @@ def _problem(name: str) -> Problem:
 
 
 def _instances(problem: Problem, args) -> list[Instance]:
+    split = getattr(args, "split", None)
+    if split:
+        if args.scenario or getattr(args, "trace", None) or getattr(args, "seed", None) is not None:
+            raise UserError("--split cannot be combined with --scenario, --trace or --seed")
+        try:
+            return [Instance(i.scenario, i.seed, rate_scale=args.rate_scale,
+                             replicas=args.replicas) for i in problem.split(split)]
+        except KeyError as exc:
+            raise UserError(exc.args[0]) from None
     try:
         scenario = problem.scenario(args.scenario or problem.default_scenario)
     except KeyError as exc:
@@ -233,6 +249,21 @@ def cmd_resume(args) -> int:
                          progress=not args.quiet)
 
 
+def cmd_export(args) -> int:
+    from .export import ExportError, export
+    from .runner import load_run_config
+    cfg = load_run_config(args.dir)
+    try:
+        cand = export(args.dir, args.out, args.candidate, cfg.problem, cfg.evaluation.split)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {args.out}: {cand.id}, fitness {cand.fitness:.4f} on the "
+          f"'{cfg.evaluation.split}' split")
+    print(f"check: glia-evo simulate --problem {cfg.problem} --policy {args.out} "
+          f"--split {cfg.evaluation.split}")
+    return 0
+
+
 def cmd_status(args) -> int:
     from . import runner
     info = runner.status(args.dir)
@@ -252,7 +283,7 @@ def load_config(path, overrides):
 
 
 COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run,
-            "resume": cmd_resume, "status": cmd_status}
+            "resume": cmd_resume, "status": cmd_status, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,118 @@
+"""Export a candidate as a standalone Python module (DESIGN §6).
+
+The module is the candidate's program unchanged (its KNOBS hold the tuned values), preceded by
+a header: problem, fitness against the reference per scenario, the lineage back to the seed, the
+Analyst's reasoning summary and the date. It imports only the standard library, so any Python can
+import it, and `glia-evo simulate --policy FILE.py --split SPLIT` reproduces the recorded fitness
+exactly (the header says which command).
+"""
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+from population import Candidate, Store, StoreError
+
+from .problems import get_problem
+
+HEADER_WIDTH = 96
+
+
+class ExportError(Exception):
+    """Nothing to export, or an unknown candidate: one line for the user."""
+
+
+def lineage(store: Store, cand: Candidate, limit: int = 200) -> list[Candidate]:
+    """The candidate, its first parent, that one's first parent... back to a seed."""
+    chain = [cand]
+    seen = {cand.id}
+    while chain[-1].parents and len(chain) < limit:
+        parent = store.get(chain[-1].parents[0])
+        if parent is None or parent.id in seen:
+            break
+        chain.append(parent)
+        seen.add(parent.id)
+    return chain
+
+
+def _comment(text: str, indent: str = "") -> list[str]:
+    lines = []
+    for para in text.splitlines() or [""]:
+        wrapped = textwrap.wrap(para, HEADER_WIDTH - 2 - len(indent)) or [""]
+        lines += [f"# {indent}{w}".rstrip() for w in wrapped]
+    return lines
+
+
+def header(store: Store, cand: Candidate, problem_name: str, split: str,
+           reference: dict, run_dir: Path) -> str:
+    problem = get_problem(problem_name)
+    lines = [f"# glia-evo policy {cand.id} for the {problem_name} problem",
+             f"# exported {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} from {run_dir}",
+             f"# fitness {cand.fitness:.6f} = geometric mean over the '{split}' split of "
+             f"{problem.reference} / this policy ({problem.metric})", "#",
+             f"# {'scenario':<22} {'this':>12} {problem.reference:>12} {'ratio':>8}"]
+    for name, metrics in cand.metrics.items():
+        mine = metrics.get(problem.metric)
+        ref = reference.get(name)
+        ratio = f"{ref / mine:.3f}x" if mine and ref else "-"
+        ref_text = f"{ref:.3f}" if ref is not None else "-"
+        lines.append(f"# {name:<22} {mine:>12.3f} {ref_text:>12} {ratio:>8}")
+    lines += ["#", "# lineage (newest first):"]
+    for c in lineage(store, cand):
+        what = c.rationale or c.operator
+        lines += _comment(f"{c.id} [{c.operator}] fitness {c.fitness:.4f}: {what}", "  ")
+    if cand.reasoning:
+        lines += ["#", "# analyst's reasoning summary:"] + _comment(cand.reasoning, "  ")
+    lines += ["#", f"# entry point(s): {', '.join(problem.entrypoints)}; knobs are the values in "
+              f"KNOBS below.",
+              f"# reproduce: glia-evo simulate --problem {problem_name} --policy THIS_FILE.py "
+              f"--split {split}"]
+    if _uses_rng(cand.source):
+        lines += ["# this policy draws random numbers from a module-level `rng`: glia-evo's "
+                  "sandbox provides",
+                  "# one seeded per evaluation; elsewhere set `module.rng = random.Random(seed)` "
+                  "first."]
+    return "\n".join(lines) + "\n"
+
+
+def _uses_rng(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return "rng" in source
+    return any(isinstance(n, ast.Name) and n.id == "rng" for n in ast.walk(tree))
+
+
+def export(run_dir: Path, out: Path, candidate_id: str | None, problem_name: str,
+           split: str) -> Candidate:
+    """Write the module for `candidate_id` (default: the best candidate) and return it."""
+    try:
+        store = Store(run_dir / "state.sqlite", create=False)
+    except StoreError as exc:
+        raise ExportError(str(exc)) from None
+    try:
+        if candidate_id:
+            cand = store.get(candidate_id)
+            if cand is None:
+                raise ExportError(f"no candidate {candidate_id!r} in {run_dir}")
+            if cand.status != "ok":
+                raise ExportError(f"candidate {candidate_id} has status {cand.status}: only "
+                                  f"evaluated programs can be exported")
+        else:
+            viable = [c for c in store.all() if c.status == "ok" and c.fitness > 0
+                      and c.operator != "migration"]
+            if not viable:
+                raise ExportError(f"{run_dir} has no evaluated candidate yet")
+            cand = max(viable, key=lambda c: (c.fitness, -int(c.id.lstrip("c") or 0)))
+        reference = (store.get_meta("reference") or {}).get("values", {})
+        text = header(store, cand, problem_name, split, reference, run_dir)
+        text += "\n" + cand.source.rstrip() + "\n"
+    finally:
+        store.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return cand
