@@ -1,0 +1,122 @@
+"""Optuna knob tuning: TPE, seeded, ask-and-tell so trials run on the worker pool in parallel.
+
+A `Tuner` holds one study per program (journal storage in the run folder, resumable). The engine
+asks for trials, evaluates each trial's knobs as an ordinary job, and tells the results back in
+order, so the study is as deterministic as the search. The best trial becomes a new child program
+whose KNOBS carry the tuned values (`with_knob_values`), so every program stays self-contained.
+"""
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger("glia_evo.tuning")
+
+
+def storage(journal: Path) -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+def distributions(knob_spec: dict) -> dict:
+    out = {}
+    for name, (value, low, high) in knob_spec.items():
+        if low == high:
+            continue
+        if isinstance(value, int) and isinstance(low, int) and isinstance(high, int):
+            out[name] = optuna.distributions.IntDistribution(low, high)
+        else:
+            out[name] = optuna.distributions.FloatDistribution(float(low), float(high))
+    return out
+
+
+class Tuner:
+    """One Optuna study over a program's knobs; trials are asked and told by the caller."""
+
+    def __init__(self, study_name: str, knob_spec: dict, journal: Path, seed: int,
+                 trials: int):
+        self.knob_spec = knob_spec
+        self.space = distributions(knob_spec)
+        self.trials = trials
+        self.study = optuna.create_study(
+            study_name=study_name, storage=storage(journal), direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+        if not self.study.trials:      # trial 0: the program as it is, the baseline to beat
+            self.study.enqueue_trial({k: knob_spec[k][0] for k in self.space})
+        for t in self.study.trials:     # trials asked but never told (a killed run): redo them
+            if t.state == optuna.trial.TrialState.RUNNING:
+                self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+    def finished(self) -> int:
+        return sum(1 for t in self.study.trials
+                   if t.state in (optuna.trial.TrialState.COMPLETE,
+                                  optuna.trial.TrialState.FAIL))
+
+    def remaining(self) -> int:
+        return max(0, self.trials - self.finished())
+
+    def ask(self) -> tuple[int, dict]:
+        """(trial number, full knob values) for the next trial."""
+        trial = self.study.ask(self.space)
+        values = {k: spec[0] for k, spec in self.knob_spec.items()}
+        values.update(trial.params)
+        return trial.number, values
+
+    def tell(self, number: int, fitness: float | None) -> None:
+        if fitness is None or fitness <= 0:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(number, fitness)
+
+    def best(self) -> tuple[dict, float] | None:
+        done = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not done:
+            return None
+        best = max(done, key=lambda t: (t.value, -t.number))
+        values = {k: spec[0] for k, spec in self.knob_spec.items()}
+        values.update(best.params)
+        return values, best.value
+
+
+def with_knob_values(source: str, values: dict) -> str:
+    """The program with the first element of each KNOBS tuple replaced by `values[name]`."""
+    tree = ast.parse(source)
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == "KNOBS" for t in node.targets)):
+            for key, val in zip(node.value.keys, node.value.values):
+                if (isinstance(key, ast.Constant) and key.value in values
+                        and isinstance(val, ast.Tuple) and len(val.elts) == 3):
+                    v = values[key.value]
+                    val.elts[0] = ast.Constant(v)   # repr round-trips: exact values
+    return ast.unparse(tree) + "\n"
+
+
+def tune_program(source: str, knob_spec: dict, problem: str, split: str, pool, *, trials: int,
+                 journal: Path, seed: int = 0, study_name: str = "tune") -> dict:
+    """Run a whole study on `pool` (batches of the pool's size, told in order).
+
+    Returns {"knobs", "fitness", "start_fitness", "source", "trials"}; the tuned source's KNOBS
+    hold the best values, so evaluating it reproduces "fitness" exactly.
+    """
+    from .jobs import EvalJob, evaluate_job
+    tuner = Tuner(study_name, knob_spec, journal, seed, trials)
+    width = max(1, getattr(pool, "workers", 1))
+    while tuner.remaining():
+        batch = [tuner.ask() for _ in range(min(width, tuner.remaining()))]
+        futures = [pool.submit(evaluate_job, EvalJob(source=source, problem=problem, split=split,
+                                                     knobs=tuple(sorted(values.items()))))
+                   for _, values in batch]
+        for (number, _), future in zip(batch, futures):
+            outcome = future.result()
+            ok = outcome.status == "ok" and outcome.value.status == "ok"
+            tuner.tell(number, outcome.value.fitness if ok else None)
+    values, fitness = tuner.best() or ({k: v[0] for k, v in knob_spec.items()}, 0.0)
+    start = tuner.study.trials[0].value if tuner.study.trials[0].value is not None else 0.0
+    return {"knobs": values, "fitness": fitness, "start_fitness": start,
+            "source": with_knob_values(source, values), "trials": len(tuner.study.trials)}
