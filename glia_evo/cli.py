@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--candidate", help="candidate id (default: the best)")
     exp.add_argument("--out", type=Path, required=True, help="FILE.py to write")
 
+    ui = sub.add_parser("ui", help="the MLflow UI for a run, on 127.0.0.1")
+    ui.add_argument("dir", type=Path)
+    ui.add_argument("--port", type=_positive_int, default=5000)
+
     st = sub.add_parser("status", help="where a search stands")
     st.add_argument("dir", type=Path)
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -264,6 +268,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from .ui import serve
+    try:
+        return serve(args.dir, args.port)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+
+
 def cmd_status(args) -> int:
     from . import runner
     info = runner.status(args.dir)
@@ -283,7 +295,8 @@ def load_config(path, overrides):
 
 
 COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run,
-            "resume": cmd_resume, "status": cmd_status, "export": cmd_export}
+            "resume": cmd_resume, "status": cmd_status, "export": cmd_export,
+            "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:
