@@ -106,17 +106,8 @@ def _reference_job(problem: Problem, instance: Instance):
 
 def _candidate_job(problem: Problem, source: str, instance: Instance, knobs: dict | None,
                    seed: int, reference: dict | None) -> EvalResult:
-    if reference is not None:
-        # This process is a disposable fork: let `evaluate` use the reference the parent already
-        # has instead of simulating the baseline again.
-        known = _evaluation.reference_metrics
-
-        def reference_metrics(p, inst, fast=True):
-            if fast and p.name == problem.name and inst == instance:
-                return reference
-            return known(p, inst, fast)
-        _evaluation.reference_metrics = reference_metrics
-    return evaluate(source, problem, [instance], knobs=knobs, seed=seed)
+    known = {instance.name: reference[problem.metric]} if reference is not None else None
+    return evaluate(source, problem, [instance], knobs=knobs, seed=seed, reference=known)
 
 
 # --- outcomes -> EvalResult ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Sandbox for candidate policies: restricted compilation (this package's `compile`
-module) and, later, contained evaluation in worker processes.
+"""Sandbox for candidate policies: restricted compilation (`sandbox.compile`) and contained
+execution of jobs in forked, resource-limited processes (`sandbox.pool`).
 
-Imports only the stdlib and RestrictedPython, never the simulator or the engine.
+Imports only the stdlib, RestrictedPython and multiprocess, never the simulator or the engine.
 """
 
 from sandbox.compile import (
@@ -12,12 +12,15 @@ from sandbox.compile import (
     policy_traceback,
 )
 from sandbox.guards import ALLOWED_IMPORTS
+from sandbox.pool import JobOutcome, WorkerPool
 
 __all__ = [
     "ALLOWED_IMPORTS",
     "POLICY_FILENAME",
     "CompiledPolicy",
+    "JobOutcome",
     "PolicyCompileError",
     "compile_policy",
     "policy_traceback",
+    "WorkerPool",
 ]
