@@ -1,0 +1,6 @@
+# expect: error: name 'compile' is not defined
+CODE = compile("open('@CANARY@', 'w').write('pwned')", "<x>", "exec")
+
+
+def route(queue, replicas, now, knobs):
+    return []

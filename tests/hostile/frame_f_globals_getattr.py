@@ -1,0 +1,3 @@
+# expect: error: "f_globals" is a restricted attribute name
+def route(queue, replicas, now, knobs):
+    return getattr(rng, "f_" + "globals")

@@ -1,0 +1,5 @@
+# expect: error: forbidden import 'subprocess'
+def route(queue, replicas, now, knobs):
+    import subprocess
+    subprocess.run(["rm", "-f", "@CANARY@"])
+    return []

@@ -1,0 +1,3 @@
+# expect: error: name 'SystemExit' is not defined
+def route(queue, replicas, now, knobs):
+    raise SystemExit(0)

@@ -1,0 +1,5 @@
+# expect: error: TypeError: attribute-less object (assign or del)
+def route(queue, replicas, now, knobs):
+    for r in replicas:
+        r.free_blocks = 10 ** 9
+    return [(q.id, replicas[0].id) for q in queue]
