@@ -161,6 +161,7 @@ class WorkerPool:
             max_result_bytes=int(max_result_mb * 2**20))
         self._initializer, self._initargs = initializer, tuple(initargs)
         self._keep_fds = tuple(sorted(set(int(fd) for fd in keep_fds)))
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._queue: collections.deque[_Job] = collections.deque()
         self._running: list[_Job] = []
@@ -188,6 +189,8 @@ class WorkerPool:
 
     def submit(self, fn: Callable, *args, **kwargs) -> concurrent.futures.Future:
         """Queue `fn(*args, **kwargs)`; the future resolves to a JobOutcome (never raises)."""
+        if os.getpid() != self._pid:
+            raise RuntimeError("a WorkerPool cannot be used in a process forked from its owner")
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             if self._closed:
@@ -466,6 +469,7 @@ class WorkerPool:
 
 # --- the job process -----------------------------------------------------------------------------
 _SENTINEL_FD: int | None = None   # in a job process: the pipe end whose closing tells the parent
+_INHERITED_STDIO: list = []
 
 
 class _Popen(popen_fork.Popen):
@@ -541,7 +545,10 @@ def _redirect_stdio() -> None:
             os.dup2(devnull, fd)
     if devnull > 2:
         os.close(devnull)
-    # fresh objects: the parent's may hold a lock taken by another thread at fork time
+    # Fresh objects: the parent's may hold a lock taken by another thread at fork time. The old
+    # ones are kept alive, because freeing them would flush them (taking that lock).
+    _INHERITED_STDIO.extend((sys.stdin, sys.stdout, sys.stderr,
+                             sys.__stdin__, sys.__stdout__, sys.__stderr__))
     sys.stdin = sys.__stdin__ = open(0, "r", closefd=False)
     sys.stdout = sys.__stdout__ = open(1, "w", closefd=False)
     sys.stderr = sys.__stderr__ = open(2, "w", closefd=False)
