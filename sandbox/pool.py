@@ -259,7 +259,7 @@ class WorkerPool:
     def _step(self) -> bool:
         """One round: start jobs, wait for news or a deadline, finish jobs. False: stop."""
         with self._lock:
-            kill, closed = self._kill, self._closed
+            kill = self._kill
             starting = []
             if kill:
                 cancelled, self._queue = list(self._queue), collections.deque()
@@ -309,7 +309,8 @@ class WorkerPool:
             if job.expected is not None and len(job.buffer) >= job.expected:
                 self._kill_job(job)              # it has answered; reap it (and its group)
                 self._finish(job, self._decode(job))
-            elif job.expected is not None and job.expected > self.limits.max_result_bytes:
+            elif (job.expected is not None
+                  and job.expected - _HEADER.size > self.limits.max_result_bytes):
                 self._kill_job(job)
                 self._finish(job, JobOutcome(
                     "error", error=f"the job's result is larger than the limit of "

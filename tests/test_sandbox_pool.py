@@ -184,6 +184,18 @@ def test_result_that_cannot_be_sent_back():
     assert out.status == "error" and "cannot be sent back" in out.error
 
 
+def big_result(n):
+    return b"x" * n
+
+
+def test_results_are_size_limited():
+    with WorkerPool(1, timeout_s=30, memory_mb=512, max_result_mb=1) as pool:
+        small = pool.submit(big_result, 2**19).result()
+        big = pool.submit(big_result, 2**21).result()
+    assert small.status == "ok" and len(small.value) == 2**19
+    assert big.status == "error" and "larger than the limit of 1 MiB" in big.error
+
+
 def test_output_flood_goes_nowhere(capfd):
     with WorkerPool(1, timeout_s=30, memory_mb=512) as pool:
         out = pool.submit(flood).result()
