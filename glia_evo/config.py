@@ -5,6 +5,7 @@ silently runs the default instead. The resolved configuration is written to the 
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,6 +33,8 @@ class SearchConfig:
 class BudgetConfig:
     minutes: float = 10.0
     max_evaluations: int = 200
+    max_tokens: int = 0              # LLM tokens (prompt + completion), all agents; 0 = no limit
+    max_cost_usd: float = 0.0        # from llm.prices; 0 = no limit
 
 
 @dataclass
@@ -47,9 +50,31 @@ class EvaluationConfig:
 
 @dataclass
 class LLMConfig:
-    mode: str = "offline"            # offline | openai (the LLM agents come with their issue)
-    model: str = ""
-    base_url: str = ""
+    mode: str = "offline"            # offline | openai (any OpenAI-compatible endpoint)
+    base_url: str = ""               # e.g. http://localhost:8000/v1; "" = the openai default
+    models: dict = field(default_factory=dict)     # model name -> sampling weight (an ensemble)
+    api_key_env: str = "OPENAI_API_KEY"            # the *name* of the variable holding the key
+    timeout_s: float = 120.0         # per call (one HTTP request)
+    max_retries: int = 5             # on 429 / 5xx / timeouts / connection errors
+    backoff_base_s: float = 1.0      # first back-off; doubles per retry, with jitter
+    backoff_max_s: float = 60.0      # cap on one wait (also on a server's Retry-After)
+    temperature: float = 0.8         # < 0: not sent (for models that reject it)
+    max_output_tokens: int = 4096    # sent as max_tokens; 0: not sent
+    concurrency: int = 0             # Researcher calls in flight; 0 = evaluation.workers
+    offline_fraction: float = 0.0    # share of proposals made by the offline mutator
+    fallback_offline: bool = True    # endpoint unreachable after retries: offline proposal
+    analyst: bool = True             # LLM Analyst after failures and non-improvements
+    analyst_model: str = ""          # "" = the first of `models`
+    supervisor_interval: int = 20    # evaluations between Supervisor reviews; 0 = none
+    supervisor_model: str = ""       # "" = the first of `models`
+    prices: dict = field(default_factory=dict)     # model -> [input, output] USD per 1M tokens
+    prompts_dir: str = ""            # a folder of template files overriding the packaged ones
+
+    def weights(self) -> dict[str, float]:
+        return {str(k): float(v) for k, v in self.models.items()}
+
+    def first_model(self) -> str:
+        return next(iter(self.models), "")
 
 
 @dataclass
@@ -110,7 +135,37 @@ def _coerce(name: str, current, value):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{name!r} must be a list of strings, got {value!r}")
         return value
+    if isinstance(current, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name!r} must be a table ([{name}]), got {value!r}")
+        return {str(k): _table_value(f"{name}.{k}", v) for k, v in value.items()}
     raise ConfigError(f"{name!r}: unsupported value {value!r}")
+
+
+def _table_value(name: str, value):
+    """Values of the free-form tables (llm.models, llm.prices): a number or a list of numbers."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if number(value):
+        return float(value)
+    if isinstance(value, list) and all(number(v) for v in value):
+        return [float(v) for v in value]
+    raise ConfigError(f"{name!r} must be a number or a list of numbers, got {value!r}")
+
+
+def _models_ok(c) -> bool:
+    return all(isinstance(w, float) and w > 0 for w in c.llm.models.values())
+
+
+def _prices_ok(c) -> bool:
+    return all(isinstance(p, list) and len(p) == 2 and min(p) >= 0 for p in c.llm.prices.values())
+
+
+def _prices_cover_models(c) -> bool:
+    if c.budget.max_cost_usd <= 0 or c.llm.mode == "offline":
+        return True
+    used = set(c.llm.models) | {c.llm.analyst_model, c.llm.supervisor_model}
+    return all(m in c.llm.prices for m in used if m)
 
 
 RULES = [
@@ -129,7 +184,27 @@ RULES = [
      "must be between 0 and 10"),
     ("evaluation.timeout_s", lambda c: c.evaluation.timeout_s > 0, "must be > 0"),
     ("evaluation.memory_mb", lambda c: c.evaluation.memory_mb >= 256, "must be >= 256"),
+    ("budget.max_tokens", lambda c: c.budget.max_tokens >= 0, "must be >= 0 (0 = no limit)"),
+    ("budget.max_cost_usd", lambda c: c.budget.max_cost_usd >= 0, "must be >= 0 (0 = no limit)"),
     ("llm.mode", lambda c: c.llm.mode in ("offline", "openai"), "must be 'offline' or 'openai'"),
+    ("llm.models", lambda c: c.llm.mode == "offline" or len(c.llm.models) >= 1,
+     "needs at least one model when llm.mode is 'openai' (e.g. --model NAME)"),
+    ("llm.models", _models_ok, "weights must be numbers > 0 (model name = weight)"),
+    ("llm.api_key_env", lambda c: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c.llm.api_key_env) is not None,
+     "must be the name of an environment variable (e.g. OPENAI_API_KEY), not the key itself"),
+    ("llm.timeout_s", lambda c: c.llm.timeout_s > 0, "must be > 0"),
+    ("llm.max_retries", lambda c: c.llm.max_retries >= 0, "must be >= 0"),
+    ("llm.backoff_base_s", lambda c: c.llm.backoff_base_s >= 0, "must be >= 0"),
+    ("llm.backoff_max_s", lambda c: c.llm.backoff_max_s >= c.llm.backoff_base_s,
+     "must be >= llm.backoff_base_s"),
+    ("llm.max_output_tokens", lambda c: c.llm.max_output_tokens >= 0, "must be >= 0"),
+    ("llm.concurrency", lambda c: c.llm.concurrency >= 0, "must be >= 0"),
+    ("llm.offline_fraction", lambda c: 0 <= c.llm.offline_fraction <= 1,
+     "must be between 0 and 1"),
+    ("llm.supervisor_interval", lambda c: c.llm.supervisor_interval >= 0, "must be >= 0"),
+    ("llm.prices", _prices_ok, "each model needs [input, output] USD per million tokens, >= 0"),
+    ("llm.prices", _prices_cover_models,
+     "needs a price for every model used when budget.max_cost_usd is set"),
     ("seed", lambda c: c.seed >= 0, "must be >= 0"),
 ]
 

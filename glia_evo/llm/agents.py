@@ -1,0 +1,256 @@
+"""The LLM agents: Researcher (proposes children), Analyst (explains results), Supervisor (steers).
+
+Each agent works on a *snapshot* the engine took (plain Candidate copies and strings), never on
+the store, so it can run in a thread while the engine keeps evaluating. Each returns what the
+model said plus the `ChatResult`s of its calls (tokens, cost), which the engine accounts for.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+
+from sandbox import ALLOWED_IMPORTS
+
+from ..analyst import MAX_WORDS, _clip
+from .answers import AnswerError, ResearchAnswer, parse_answer
+from .client import LLMCancelled, LLMError, LLMFatal, LLMUnavailable
+from .prompts import Prompts
+
+METRIC_KEYS = (("mean_e2e_s", "mean e2e {:.3g} s"), ("p99_e2e_s", "p99 e2e {:.3g} s"),
+               ("mean_ttft_s", "mean TTFT {:.3g} s"), ("restarts", "restarts {:g}"),
+               ("completed", "completed {:g}"))
+SUPERVISOR_WORDS = 300
+NOTES_NONE = "(no notes yet)"
+
+
+def change_of(c) -> str:
+    """What a candidate changed, shortly: the hypothesis of an LLM child, else its rationale."""
+    return (c.extra.get("hypothesis") if c.extra else None) or c.rationale or "seed program"
+
+
+def metric_text(m: dict) -> str:
+    return ", ".join(fmt.format(m[k]) for k, fmt in METRIC_KEYS
+                     if isinstance(m.get(k), (int, float))) or "-"
+
+
+def metrics_lines(metrics: dict | None) -> str:
+    if not metrics:
+        return "- (none)"
+    return "\n".join(f"- {name}: {metric_text(m)}" for name, m in sorted(metrics.items()))
+
+
+def _fitness(x) -> str:
+    return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
+
+
+# --------------------------------------------------------------------------------- Researcher
+
+@dataclass
+class ResearchSnapshot:
+    index: int
+    island: int
+    parent: object                     # Candidate
+    inspirations: list
+    notes: str
+    model: str
+    summaries: dict = field(default_factory=dict)   # candidate id -> Future[str | None]
+
+
+@dataclass
+class ResearchOutcome:
+    status: str                        # ok | discarded | unavailable | fatal | cancelled | error
+    model: str
+    answer: ResearchAnswer | None = None
+    calls: list = field(default_factory=list)        # ChatResult per call that answered
+    errors: list = field(default_factory=list)       # why each answer was unusable
+    message: str = ""                                # transport / endpoint failure
+    repaired: bool = False
+    prompt: str = ""                                 # the first user message (for events)
+
+
+def _outcome_of(exc: LLMError) -> str:
+    if isinstance(exc, LLMFatal):
+        return "fatal"
+    if isinstance(exc, LLMCancelled):
+        return "cancelled"
+    if isinstance(exc, LLMUnavailable):
+        return "unavailable"
+    return "error"
+
+
+class Researcher:
+    def __init__(self, client, problem, prompts: Prompts, summary_wait_s: float = 600.0):
+        self.client = client
+        self.problem = problem
+        self.prompts = prompts
+        self.summary_wait_s = summary_wait_s
+
+    def _summary(self, snap: ResearchSnapshot, cand) -> str:
+        """The Analyst's summary of `cand`: the LLM one if it is still being written (waited
+        for), else the stored one."""
+        fut = snap.summaries.get(cand.id)
+        if fut is not None:
+            try:
+                text = fut.result(timeout=self.summary_wait_s)
+            except Exception:   # noqa: BLE001 - a failed Analyst call leaves the stored summary
+                text = None
+            if text:
+                return text
+        return cand.reasoning or "(none)"
+
+    def messages(self, snap: ResearchSnapshot) -> list[dict]:
+        p = self.problem
+        parent = snap.parent
+        inspirations = "\n\n".join(
+            self.prompts.render("inspiration", id=c.id, fitness=_fitness(c.fitness),
+                                rationale=change_of(c), reasoning=self._summary(snap, c),
+                                source=c.source.rstrip())
+            for c in snap.inspirations) or "(none yet)"
+        system = self.prompts.render(
+            "researcher_system", problem=p.name,
+            entrypoints=", ".join(f"`{e}`" for e in p.entrypoints),
+            imports=", ".join(ALLOWED_IMPORTS))
+        user = self.prompts.render(
+            "researcher", problem=p.name, description=p.description.strip(),
+            notes=snap.notes.strip() or NOTES_NONE, parent_id=parent.id, island=snap.island,
+            generation=parent.generation, parent_fitness=_fitness(parent.fitness),
+            parent_status=parent.status, parent_rationale=change_of(parent),
+            parent_metrics=metrics_lines(parent.metrics),
+            parent_reasoning=self._summary(snap, parent), parent_source=parent.source.rstrip(),
+            inspirations=inspirations)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def propose(self, snap: ResearchSnapshot) -> ResearchOutcome:
+        """Ask once; if the answer is unusable, ask again with the exact error; then give up."""
+        out = ResearchOutcome(status="ok", model=snap.model)
+        try:
+            msgs = self.messages(snap)
+        except Exception as exc:   # noqa: BLE001 - a broken template must not kill the run
+            out.status, out.message = "error", f"cannot build the prompt: {exc!r}"
+            return out
+        out.prompt = msgs[-1]["content"]
+        for attempt in range(2):
+            try:
+                result = self.client.chat(msgs, snap.model,
+                                          call_id=f"researcher-{snap.index}-{attempt + 1}")
+            except LLMError as exc:
+                out.status, out.message = _outcome_of(exc), str(exc)
+                return out
+            out.calls.append(result)
+            try:
+                out.answer = parse_answer(result.text, snap.parent.source, self.problem.entrypoints)
+            except AnswerError as exc:
+                out.errors.append(str(exc))
+                if attempt == 0:
+                    msgs = msgs + [
+                        {"role": "assistant", "content": result.text},
+                        {"role": "user", "content": self.prompts.render(
+                            "researcher_repair", error=str(exc), parent_id=snap.parent.id)}]
+                continue
+            out.repaired = attempt == 1
+            return out
+        out.status = "discarded"
+        return out
+
+
+# --------------------------------------------------------------------------------- Analyst
+
+@dataclass
+class AnalystSnapshot:
+    candidate: object                  # Candidate, evaluated
+    parent: object                     # Candidate
+    model: str
+
+
+class LLMAnalyst:
+    def __init__(self, client, problem, prompts: Prompts):
+        self.client = client
+        self.problem = problem
+        self.prompts = prompts
+
+    def messages(self, snap: AnalystSnapshot) -> list[dict]:
+        c, parent = snap.candidate, snap.parent
+        lines = []
+        theirs = parent.metrics or {}
+        for name in sorted(set(c.metrics or {}) | set(theirs)):
+            lines.append(f"- {name}: {metric_text(c.metrics[name]) if name in c.metrics else '-'}"
+                         f"\n  parent: {metric_text(theirs[name]) if name in theirs else '-'}")
+        diff = "".join(list(difflib.unified_diff(
+            parent.source.splitlines(keepends=True), c.source.splitlines(keepends=True),
+            f"{parent.id}.py", f"{c.id}.py", n=2))[:120]) or "(no textual change)"
+        diagnostics = json.dumps(c.extra.get("diagnostics", {}), default=str)[:3000]
+        system = self.prompts.render("analyst_system", problem=self.problem.name,
+                                     max_words=MAX_WORDS)
+        user = self.prompts.render(
+            "analyst", id=c.id, problem=self.problem.name, status=c.status,
+            fitness=_fitness(c.fitness), parent_id=parent.id,
+            parent_fitness=_fitness(parent.fitness), error=c.error or "none",
+            hypothesis=c.extra.get("hypothesis") or "-", rationale=c.rationale or "-",
+            metrics="\n".join(lines) or "- (none: the program did not run)",
+            diagnostics=diagnostics or "{}", diff=diff.rstrip(), max_words=MAX_WORDS)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def summarize(self, snap: AnalystSnapshot):
+        """(summary of at most MAX_WORDS words, ChatResult); LLMError on failure."""
+        result = self.client.chat(self.messages(snap), snap.model,
+                                  max_tokens=min(self.client.cfg.max_output_tokens or 600, 600),
+                                  call_id=f"analyst-{snap.candidate.id}")
+        text = " ".join(result.text.split())
+        if not text:
+            raise LLMError("the Analyst's answer was empty", usage=[result])
+        return _clip(text), result
+
+
+# --------------------------------------------------------------------------------- Supervisor
+
+@dataclass
+class SupervisorSnapshot:
+    review: int
+    evaluations: int
+    leaderboard: list
+    island_best: list                  # (island, Candidate | None)
+    recent: list
+    previous: str
+    model: str
+
+
+class Supervisor:
+    def __init__(self, client, problem, prompts: Prompts):
+        self.client = client
+        self.problem = problem
+        self.prompts = prompts
+
+    def messages(self, snap: SupervisorSnapshot) -> list[dict]:
+        board = "\n".join(f"{i}. {c.id} fitness {_fitness(c.fitness)} (island {c.island}, "
+                          f"{c.operator}{', ' + c.model if c.model else ''}): {change_of(c)}"
+                          for i, c in enumerate(snap.leaderboard, 1)) or "(empty)"
+        islands = "\n".join(f"- island {i}: " + (f"{c.id} fitness {_fitness(c.fitness)}" if c
+                                                   else "no members")
+                            for i, c in snap.island_best) or "(none)"
+        recent = "\n".join(f"- {c.id} (island {c.island}, parent "
+                           f"{c.parents[0] if c.parents else '-'}): {c.status}, fitness "
+                           f"{_fitness(c.fitness)}. Change: {change_of(c)}. Analyst: "
+                           f"{c.reasoning or '-'}" for c in snap.recent) or "(none)"
+        best = snap.leaderboard[0] if snap.leaderboard else None
+        system = self.prompts.render("supervisor_system", problem=self.problem.name,
+                                     max_words=SUPERVISOR_WORDS)
+        user = self.prompts.render(
+            "supervisor", review=snap.review, evaluations=snap.evaluations, leaderboard=board,
+            islands=islands, recent=recent, previous=snap.previous.strip() or NOTES_NONE,
+            best_id=best.id if best else "-",
+            best_source=best.source.rstrip() if best else "")
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+    def review(self, snap: SupervisorSnapshot):
+        """(notes, ChatResult); LLMError on failure."""
+        result = self.client.chat(self.messages(snap), snap.model,
+                                  max_tokens=min(self.client.cfg.max_output_tokens or 1200, 1200),
+                                  call_id=f"supervisor-{snap.review}")
+        text = result.text.strip()
+        if not text:
+            raise LLMError("the Supervisor's answer was empty", usage=[result])
+        words = text.split()
+        if len(words) > 2 * SUPERVISOR_WORDS:
+            text = " ".join(words[:2 * SUPERVISOR_WORDS]) + " …"
+        return text, result

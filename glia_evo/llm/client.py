@@ -1,0 +1,233 @@
+"""A chat client for any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
+
+Built on the `openai` package with the package's own retries switched off (`max_retries=0`), so
+the retry policy is ours and testable: retry on 408 / 409 / 429 / 5xx, timeouts and connection
+errors, waiting `backoff_base_s * 2**attempt` with jitter (a factor in [0.5, 1]) or what the
+server's `Retry-After` / `retry-after-ms` header asks, capped at `backoff_max_s`. 401 / 403 / 404
+are configuration mistakes (key, model name, URL): `LLMFatal`, no retry. Other 4xx (a prompt too
+long, say) fail the one call: `LLMError`.
+
+The API key is read from the environment variable named in the configuration and held only by
+the openai client. Every message this module raises has the key scrubbed out of it.
+"""
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+RETRY_STATUSES = (408, 409, 429)
+FATAL_STATUSES = (401, 403, 404)
+NO_KEY = "not-needed"       # sent when the key variable is unset (local servers ignore the key)
+
+
+class LLMError(Exception):
+    """One call failed for a reason that retrying will not fix (e.g. 400 Bad Request)."""
+
+    def __init__(self, message: str, usage: list | None = None):
+        super().__init__(message)
+        self.usage = usage or []
+
+
+class LLMUnavailable(LLMError):
+    """The endpoint kept failing (429 / 5xx / timeouts / connection errors) through all retries."""
+
+
+class LLMFatal(LLMError):
+    """The endpoint refused us (401 / 403 / 404): a wrong key, model name or URL. Stops the run."""
+
+
+class LLMCancelled(LLMError):
+    """The run is stopping; the call was given up."""
+
+
+@dataclass
+class ChatResult:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    seconds: float
+    attempts: int = 1
+    retries: list = field(default_factory=list)     # why each failed attempt failed
+    estimated: bool = False                           # the server sent no `usage`
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def usage(self, role: str) -> dict:
+        return {"role": role, "model": self.model, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
+                "retries": len(self.retries)}
+
+
+def api_key_from_env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def price(prices: dict, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """Cost in USD from a table model -> [input, output] USD per million tokens (0 if absent)."""
+    p = prices.get(model)
+    if not p:
+        return 0.0
+    return (prompt_tokens * p[0] + completion_tokens * p[1]) / 1e6
+
+
+def retry_after_s(headers) -> float | None:
+    """The wait a response asks for: `retry-after-ms`, or `Retry-After` in seconds or as a date."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000)
+    except (TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class LLMClient:
+    """`chat(messages, model)` -> ChatResult, with retries; thread-safe (one shared client)."""
+
+    def __init__(self, cfg, api_key: str | None, *, seed: int = 0, cancel: threading.Event | None
+                 = None, on_retry=None):
+        import openai
+
+        self.cfg = cfg
+        self._key = api_key or ""
+        self._openai = openai
+        # No retries inside the openai client: ours honour the config and the run's cancel event.
+        self._client = openai.OpenAI(base_url=cfg.base_url or None, api_key=api_key or NO_KEY,
+                                     max_retries=0, timeout=cfg.timeout_s)
+        self._jitter = random.Random(seed)
+        self._lock = threading.Lock()
+        self.cancel = cancel or threading.Event()
+        self.on_retry = on_retry
+
+    def __repr__(self) -> str:
+        return f"LLMClient(base_url={self.cfg.base_url or '(openai default)'!r})"
+
+    def scrub(self, text: str) -> str:
+        """`text` with the API key replaced by ***."""
+        text = str(text)
+        if self._key and len(self._key) >= 4:
+            text = text.replace(self._key, "***")
+        return text
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:   # noqa: BLE001 - closing is best effort
+            pass
+
+    def _backoff(self, attempt: int) -> float:
+        with self._lock:
+            jitter = 0.5 + 0.5 * self._jitter.random()
+        return min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * (2 ** attempt)) * jitter
+
+    def chat(self, messages: list[dict], model: str, *, max_tokens: int | None = None,
+             temperature: float | None = None, call_id: str | None = None) -> ChatResult:
+        """One chat completion. `call_id` is sent as the X-Glia-Call header, the same on every
+        retry of this call (for the server's logs; OpenAI-compatible servers ignore it)."""
+        cfg = self.cfg
+        kwargs = {}
+        if call_id:
+            kwargs["extra_headers"] = {"X-Glia-Call": call_id}
+        temperature = cfg.temperature if temperature is None else temperature
+        if temperature >= 0:
+            kwargs["temperature"] = temperature
+        max_tokens = cfg.max_output_tokens if max_tokens is None else max_tokens
+        if max_tokens:
+            kwargs["max_tokens"] = max_tokens
+        openai = self._openai
+        retries: list[str] = []
+        started = time.monotonic()
+        for attempt in range(cfg.max_retries + 1):
+            if self.cancel.is_set():
+                raise LLMCancelled("the run is stopping")
+            wait = None
+            try:
+                resp = self._client.chat.completions.create(model=model, messages=messages,
+                                                            **kwargs)
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                why = f"HTTP {status}: {self._detail(exc)}"
+                if status in FATAL_STATUSES:
+                    raise LLMFatal(self.scrub(f"the endpoint refused the request ({why}); check "
+                                              f"llm.base_url, the model name and the key in "
+                                              f"${cfg.api_key_env}")) from None
+                if status not in RETRY_STATUSES and status < 500:
+                    raise LLMError(self.scrub(why)) from None
+                wait = retry_after_s(getattr(exc.response, "headers", None))
+            except openai.APITimeoutError:
+                why = f"timeout after {cfg.timeout_s:g} s"
+            except openai.APIConnectionError as exc:
+                why = f"connection error: {self._detail(exc)}"
+            except openai.OpenAIError as exc:       # e.g. a body that is not a chat completion
+                raise LLMError(self.scrub(f"unusable response: {self._detail(exc)}")) from None
+            else:
+                return self._result(resp, model, messages, started, attempt + 1, retries)
+            retries.append(self.scrub(why))
+            if attempt == cfg.max_retries:
+                break
+            delay = min(cfg.backoff_max_s, wait) if wait is not None else self._backoff(attempt)
+            if self.on_retry:
+                self.on_retry(model, attempt + 1, retries[-1], delay)
+            if self.cancel.wait(delay):
+                raise LLMCancelled("the run is stopping")
+        raise LLMUnavailable(f"{model}: no answer after {cfg.max_retries + 1} attempts (last: "
+                             f"{retries[-1]})")
+
+    def _detail(self, exc) -> str:
+        msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and str(cause) and str(cause) not in msg:
+            msg = f"{msg.rstrip('.')} ({type(cause).__name__}: {cause})"
+        msg = " ".join(str(msg).split())
+        return self.scrub(msg[:300])
+
+    def _result(self, resp, model, messages, started, attempts, retries) -> ChatResult:
+        text = ""
+        try:
+            text = resp.choices[0].message.content or ""
+        except (AttributeError, IndexError, TypeError):
+            text = ""
+        usage = getattr(resp, "usage", None)
+        estimated = usage is None or getattr(usage, "prompt_tokens", None) is None
+        if estimated:      # ~4 characters per token, so budgets still bind
+            prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
+            completion = len(text) // 4 + 1
+        else:
+            prompt = int(usage.prompt_tokens or 0)
+            completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        used = getattr(resp, "model", None) or model
+        name = model if model in self.cfg.prices or used not in self.cfg.prices else used
+        return ChatResult(text=text, model=model, prompt_tokens=prompt,
+                          completion_tokens=completion,
+                          cost_usd=price(self.cfg.prices, name, prompt, completion),
+                          seconds=time.monotonic() - started, attempts=attempts,
+                          retries=list(retries), estimated=estimated)
+
+
+def pick_model(weights: dict[str, float], rng: random.Random) -> str:
+    names = list(weights)
+    if len(names) == 1:
+        return names[0]
+    return rng.choices(names, weights=[weights[n] for n in names])[0]

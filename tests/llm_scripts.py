@@ -1,0 +1,70 @@
+"""Scripted "models" for the LLM tests: answers that turn a parent routing program into a child.
+
+The Researcher's default answer depends on the parent in its prompt: LLQ-like parents get a
+SEARCH/REPLACE diff (shortest prompt first), HRA-like parents a diff that changes the head-room
+factor, anything else HRA as a full program. Diffs carry a constant unique to the request, so
+every answer is a new program (no duplicates).
+"""
+from __future__ import annotations
+
+import re
+
+from llm_server import Reply, parent_source
+from sim.policies import baseline_source
+
+HRA = baseline_source("routing", "hra")
+
+
+def full_program(source: str, note: str = "") -> str:
+    return (f"HYPOTHESIS: holding requests while KV memory is short avoids evictions.{note}\n"
+            f"RATIONALE: restarts dominate the parent's latency; head-room admission keeps "
+            f"blocks free.\n\n```python\n{source}```\n")
+
+
+def diff(search: str, replace: str, hypothesis: str = "a focused change") -> str:
+    return (f"HYPOTHESIS: {hypothesis}\nRATIONALE: from the evidence in the prompt.\n\n"
+            f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n")
+
+
+def child_answer(record: dict) -> str:
+    parent = parent_source(record["messages"])
+    if "    for req in queue:\n" in parent:
+        return diff("    for req in queue:",
+                    f"    for req in sorted(queue, key=lambda q: (q.prompt_tokens * "
+                    f"{1 + (record['n'] + 1) / 1000:.3f}, q.id)):",
+                    "shortest prompt first cuts the mean latency")
+    m = re.search(r"^    grow = .*$", parent, re.M)
+    if m:
+        return diff(m.group(0), f"    grow = 1.0 + knobs[\"headroom\"] * "
+                                f"{1 + (record['n'] + 1) / 1000:.3f}",
+                    "a little more head-room per request")
+    return full_program(HRA)
+
+
+def researcher(record: dict):
+    return Reply(child_answer(record))
+
+
+def analyst(record: dict):
+    text = record["messages"][-1]["content"]
+    m = re.search(r"# Candidate (c\d+)", text)
+    cid = m.group(1) if m else "?"
+    return Reply(f"ANALYST-SUMMARY-{cid}: it did not beat its parent; the evidence is in the "
+                 f"metrics; try more head-room.")
+
+
+def supervisor_factory():
+    count = {"n": 0}
+
+    def supervisor(record: dict):
+        count["n"] += 1
+        return Reply(f"SUPERVISOR-NOTES-{count['n']}: head-room admission works; combine it "
+                     f"with shortest-prompt-first ordering.")
+    return supervisor
+
+
+def install_defaults(server) -> None:
+    server.default("researcher", researcher)
+    server.default("researcher_repair", researcher)
+    server.default("analyst", analyst)
+    server.default("supervisor", supervisor_factory())

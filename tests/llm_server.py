@@ -1,0 +1,265 @@
+"""A scripted OpenAI-compatible chat-completions server for the tests (stdlib only, loopback only).
+
+    server = ScriptedServer().start()              # http://127.0.0.1:PORT/v1
+    server.script("researcher", [Status(429, retry_after=0.2), Reply(PROGRAM)])
+    server.default("analyst", lambda req: Reply("..."))
+    ... point glia-evo (or the openai client) at server.url ...
+    server.requests                                  # every request, with the action taken
+
+It speaks the real wire format of `POST /v1/chat/completions` (an `id`, `object:
+"chat.completion"`, `choices[0].message.content`, `finish_reason`, and `usage` with prompt,
+completion and total tokens), so the real `openai` client is exercised. Each request is routed by
+the agent role named in its system message (researcher / analyst / supervisor; a Researcher's
+second request in one conversation, its repair, is the kind "researcher_repair"); a kind's
+scripted actions are used first, in order (an action may be a function of the request record),
+then its default. Actions: `Reply` (an answer), `Status` (an
+HTTP error, optionally with Retry-After), `Hang` (answer nothing for a while: a client timeout),
+`Drop` (close the connection without answering), `GoAway` (stop listening for a while: refused
+connections, then come back on the same port).
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+@dataclass
+class Reply:
+    text: str
+    usage: bool = True                   # False: a server that sends no `usage`
+    prompt_tokens: int | None = None     # default: characters / 4
+    completion_tokens: int | None = None
+    delay: float = 0.0                   # think this long before answering
+
+
+@dataclass
+class Status:
+    code: int
+    retry_after: float | None = None     # seconds, sent as Retry-After
+    message: str = "scripted error"
+
+
+@dataclass
+class Hang:
+    seconds: float                       # hold the request this long, then drop it
+
+
+@dataclass
+class Drop:
+    pass
+
+
+@dataclass
+class GoAway:
+    seconds: float                       # stop listening this long (this request is dropped)
+
+
+ROLES = ("researcher", "analyst", "supervisor")
+
+
+def role_of(messages: list[dict]) -> str:
+    system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
+    for role in ROLES:
+        if f"the {role}" in system.lower()[:200]:
+            return role
+    return "unknown"
+
+
+def user_text(messages: list[dict]) -> str:
+    return "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+
+
+def parent_source(messages: list[dict]) -> str:
+    """The parent program in a Researcher prompt (the first ```python block after its heading)."""
+    text = messages[1]["content"] if len(messages) > 1 else ""
+    m = re.search(r"# Parent program.*?```python\n(.*?)\n```", text, re.S)
+    return m.group(1) + "\n" if m else ""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    server_version = "scripted-openai/1.0"
+
+    def log_message(self, *args):       # quiet
+        pass
+
+    def do_GET(self):
+        if self.path.rstrip("/").endswith("/models"):
+            self._json(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self):
+        owner: ScriptedServer = self.server.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._json(400, {"error": {"message": "invalid JSON"}})
+            return
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._json(404, {"error": {"message": f"unknown path {self.path}"}})
+            return
+        record = owner._record(self.path, dict(self.headers), body)
+        action = owner._action(record)
+        while callable(action):
+            action = action(record)
+        record["action"] = type(action).__name__.lower()
+        if isinstance(action, Status):
+            record["status"] = action.code
+            headers = {}
+            if action.retry_after is not None:
+                headers["Retry-After"] = f"{action.retry_after:g}"
+            self._json(action.code, {"error": {"message": action.message, "type": "scripted",
+                                               "code": action.code}}, headers)
+        elif isinstance(action, Hang):
+            time.sleep(action.seconds)
+            self.close_connection = True
+        elif isinstance(action, Drop):
+            self.close_connection = True
+            self._abort()
+        elif isinstance(action, GoAway):
+            self._abort()
+            owner._go_away(action.seconds)
+        else:
+            if action.delay:
+                time.sleep(action.delay)
+            record["status"] = 200
+            self._json(200, owner._completion(body, action, record))
+
+    def _abort(self):
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _json(self, code: int, obj: dict, headers: dict | None = None):
+        data = json.dumps(obj).encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+
+class ScriptedServer:
+    def __init__(self, port: int = 0):
+        self.port = port
+        self.requests: list[dict] = []
+        self.outages: list[tuple[float, float]] = []
+        kinds = (*ROLES, "researcher_repair", "unknown")
+        self._scripts: dict[str, list] = {k: [] for k in kinds}
+        self._defaults: dict[str, Callable[[dict], object]] = {
+            k: (lambda req: Reply("ok")) for k in kinds}
+        self._lock = threading.Lock()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- scripting ---------------------------------------------------------------------------
+    def script(self, role: str, actions: list) -> "ScriptedServer":
+        with self._lock:
+            self._scripts[role].extend(actions)
+        return self
+
+    def default(self, role: str, fn: Callable[[dict], object]) -> "ScriptedServer":
+        self._defaults[role] = fn
+        return self
+
+    def by_role(self, role: str) -> list[dict]:
+        return [r for r in self.requests if r["role"] == role]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "ScriptedServer":
+        self._httpd = _Server(("127.0.0.1", self.port), _Handler)
+        self._httpd.owner = self
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _go_away(self, seconds: float) -> None:
+        def outage():
+            began = time.time()
+            self.stop()
+            time.sleep(seconds)
+            self.start()
+            self.outages.append((began, time.time()))
+        threading.Thread(target=outage, daemon=True).start()
+
+    # --- request handling ----------------------------------------------------------------------
+    def _record(self, path: str, headers: dict, body: dict) -> dict:
+        messages = body.get("messages") or []
+        with self._lock:
+            role = role_of(messages)
+            record = {"n": len(self.requests), "t": time.time(), "path": path,
+                      "model": body.get("model"), "role": role,
+                      "repair": role == "researcher" and len(messages) > 2,
+                      "messages": messages, "body": body,
+                      "call": headers.get("X-Glia-Call") or headers.get("x-glia-call"),
+                      "authorization": headers.get("Authorization") or headers.get(
+                          "authorization")}
+            self.requests.append(record)
+        return record
+
+    def _action(self, record: dict):
+        """The next scripted action of the request's kind (a Researcher's repair request is the
+        kind "researcher_repair"), else the kind's default (a function of the request)."""
+        kind = "researcher_repair" if record["repair"] else record["role"]
+        with self._lock:
+            queue = self._scripts[kind]
+            if queue:
+                return queue.pop(0)
+        return self._defaults[kind](record)
+
+    def _completion(self, body: dict, reply: Reply, record: dict) -> dict:
+        text = reply.text
+        prompt = reply.prompt_tokens
+        if prompt is None:
+            prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
+        completion = reply.completion_tokens if reply.completion_tokens is not None \
+            else len(text) // 4 + 1
+        record["usage"] = (prompt, completion) if reply.usage else None
+        out = {"id": f"chatcmpl-{record['n']}", "object": "chat.completion",
+               "created": int(time.time()), "model": body.get("model", "scripted"),
+               "system_fingerprint": "fp_scripted",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                            "logprobs": None, "finish_reason": "stop"}]}
+        if reply.usage:
+            out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                            "total_tokens": prompt + completion}
+        return out
