@@ -90,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default runs/<name>)")
     _budget_args(run)
     run.add_argument("--llm", choices=["offline", "openai"], help="who proposes programs")
-    run.add_argument("--model", help="LLM model name")
-    run.add_argument("--base-url", help="OpenAI-compatible endpoint")
+    run.add_argument("--model", type=_models, metavar="NAME[=W][,NAME=W...]",
+                     help="LLM model(s), with sampling weights for an ensemble")
+    run.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. "
+                                        "http://localhost:8000/v1 (default: OpenAI)")
     run.add_argument("--workers", type=_positive_int, help="parallel evaluations")
     run.add_argument("--seed", type=_seed, help="random seed of the search")
     run.add_argument("--quiet", action="store_true", help="no progress display")
@@ -119,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
 def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=_positive_float, help="wall-time budget (whole run)")
     p.add_argument("--max-evaluations", type=_positive_int, help="evaluation budget (whole run)")
+    p.add_argument("--max-tokens", type=_positive_int, help="LLM token budget (whole run)")
+    p.add_argument("--max-cost", type=_positive_float, metavar="USD",
+                   help="LLM cost budget in USD (whole run; needs llm.prices)")
+
+
+def _models(text: str) -> dict:
+    """"gpt-4.1=0.7,gpt-4.1-mini=0.3" -> {name: weight}; a bare name weighs 1."""
+    out = {}
+    for part in text.split(","):
+        name, _, weight = part.strip().partition("=")
+        if not name:
+            raise argparse.ArgumentTypeError(f"empty model name in {text!r}")
+        try:
+            out[name] = float(weight) if weight else 1.0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a weight: {weight!r} (NAME=WEIGHT)") from None
+        if not out[name] > 0:
+            raise argparse.ArgumentTypeError(f"the weight of {name} must be > 0")
+    return out
 
 
 def _scenario_args(p: argparse.ArgumentParser) -> None:
@@ -238,8 +259,9 @@ def cmd_baselines(args) -> int:
 def cmd_run(args) -> int:
     from . import runner
     overrides = {"problem": args.problem, "out": args.out, "budget.minutes": args.minutes,
-                 "budget.max_evaluations": args.max_evaluations, "llm.mode": args.llm,
-                 "llm.model": args.model, "llm.base_url": args.base_url,
+                 "budget.max_evaluations": args.max_evaluations,
+                 "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost,
+                 "llm.mode": args.llm, "llm.models": args.model, "llm.base_url": args.base_url,
                  "evaluation.workers": args.workers, "seed": args.seed}
     cfg = load_config(args.config, overrides)
     _problem(cfg.problem)
@@ -248,7 +270,8 @@ def cmd_run(args) -> int:
 
 def cmd_resume(args) -> int:
     from . import runner
-    overrides = {"budget.minutes": args.minutes, "budget.max_evaluations": args.max_evaluations}
+    overrides = {"budget.minutes": args.minutes, "budget.max_evaluations": args.max_evaluations,
+                 "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost}
     return runner.resume(args.dir, {k: v for k, v in overrides.items() if v is not None},
                          progress=not args.quiet)
 

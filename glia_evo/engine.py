@@ -6,15 +6,29 @@ the seed whatever the timing: a run killed and resumed ends exactly where an uni
 with the same seed would. Each proposal is committed to the SQLite state (as `pending`, with the
 counters it consumed) before it is submitted, and each result is committed before the next step,
 so a killed run loses nothing: pending candidates are evaluated again on resume, first.
+
+With an LLM (`llm.mode = "openai"`) the Researcher, Analyst and Supervisor run in threads beside
+the evaluations, so LLM calls overlap them: a Researcher call starts from a snapshot (parent,
+inspirations, notes, the proposal index and the selection's rng draw, committed in one short
+transaction), runs without holding the store, and its child is committed with the token and cost
+counters in a second transaction when it answers. Up to `llm.concurrency` children are prepared
+ahead while the workers are busy. A kill between the two transactions loses that one proposal
+(and the tokens it used are not counted); nothing evaluated is lost. LLM answers are not
+reproducible, so an LLM run is not a deterministic function of the seed; the offline path is.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import copy
+import datetime
 import json
 import os
+import random
 import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from population import Candidate, Islands, Store, code_hash
@@ -32,23 +46,81 @@ PROPOSALS_KEY = "proposals"
 EVALUATIONS_KEY = "evaluations"
 LAST_MIGRATION_KEY = "last_migration"
 REFERENCE_KEY = "reference"
+LLM_KEY = "llm"                    # token / cost / outcome counters of the LLM agents
+SUPERVISOR_KEY = "supervisor"      # the latest review: number, evaluations, notes
+NOTES_FILE = "supervisor_notes.md"
+OFFLINE = "offline"
+STARTED = object()                 # _propose started a Researcher call (its child comes later)
+RECENT_FOR_SUPERVISOR = 12
 
 
 @dataclass
 class Budget:
     minutes: float
     max_evaluations: int
+    max_tokens: int = 0              # 0 = no limit
+    max_cost_usd: float = 0.0        # 0 = no limit
 
-    def left(self, evaluations: int, elapsed_s: float) -> dict:
-        return {"evaluations": max(0, self.max_evaluations - evaluations),
-                "minutes": max(0.0, self.minutes - elapsed_s / 60)}
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "Budget":
+        b = cfg.budget
+        return cls(b.minutes, b.max_evaluations, b.max_tokens, b.max_cost_usd)
 
-    def exhausted(self, evaluations: int, elapsed_s: float) -> str | None:
+    def left(self, evaluations: int, elapsed_s: float, tokens: int = 0,
+             cost_usd: float = 0.0) -> dict:
+        out = {"evaluations": max(0, self.max_evaluations - evaluations),
+               "minutes": max(0.0, self.minutes - elapsed_s / 60)}
+        if self.max_tokens:
+            out["tokens"] = max(0, self.max_tokens - tokens)
+        if self.max_cost_usd:
+            out["cost_usd"] = round(max(0.0, self.max_cost_usd - cost_usd), 6)
+        return out
+
+    def llm_exhausted(self, tokens: int, cost_usd: float) -> str | None:
+        if self.max_tokens and tokens >= self.max_tokens:
+            return f"token budget of {self.max_tokens} reached ({tokens} tokens used)"
+        if self.max_cost_usd and cost_usd >= self.max_cost_usd:
+            return f"cost budget of ${self.max_cost_usd:g} reached (${cost_usd:.4f} spent)"
+        return None
+
+    def exhausted(self, evaluations: int, elapsed_s: float, tokens: int = 0,
+                  cost_usd: float = 0.0) -> str | None:
         if evaluations >= self.max_evaluations:
             return f"evaluation budget of {self.max_evaluations} reached"
         if elapsed_s >= self.minutes * 60:
             return f"time budget of {self.minutes:g} min reached"
-        return None
+        return self.llm_exhausted(tokens, cost_usd)
+
+
+def new_usage() -> dict:
+    return {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "tokens": 0,
+            "cost_usd": 0.0, "retries": 0, "by_role": {}, "by_model": {},
+            "proposals": 0, "children": 0, "repaired": 0, "discarded": 0, "duplicates": 0,
+            "unavailable": 0, "errors": 0, "fallbacks": 0, "abandoned": 0,
+            "summaries": 0, "summary_failures": 0, "reviews": 0, "review_failures": 0}
+
+
+@dataclass
+class _Task:
+    kind: str                        # research | analyst | supervisor
+    future: concurrent.futures.Future
+    snap: object
+    started: float = field(default_factory=time.monotonic)
+
+
+def _spawn(fn, *args, name: str = "glia-llm") -> concurrent.futures.Future:
+    """Run fn(*args) in a daemon thread (a stuck call never blocks the process from exiting)."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+
+    def body():
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:   # noqa: BLE001 - handed to the main thread
+            fut.set_exception(exc)
+    threading.Thread(target=body, name=name, daemon=True).start()
+    return fut
 
 
 class Engine:
@@ -62,11 +134,40 @@ class Engine:
                                tournament_size=s.tournament)
         self.events = EventLog(run_dir / "events.jsonl")
         self.mutator = for_problem(self.problem)
-        self.budget = Budget(cfg.budget.minutes, cfg.budget.max_evaluations)
+        self.budget = Budget.of(cfg)
         self.pool = pool
         self.progress = progress
         self.stopping: str | None = None
+        self.fatal: str | None = None      # an LLM endpoint that refuses us (key, model, URL)
         self.inflight: collections.deque = collections.deque()   # (candidate, future), FIFO
+        # LLM agents (None offline): tasks in threads, children waiting for a worker
+        self.llm = None
+        self.ready: collections.deque = collections.deque()
+        self.research: list[_Task] = []
+        self.side: list[_Task] = []
+        self.summaries: dict[str, concurrent.futures.Future] = {}
+        self._no_more: str | None = None
+        self._failures_in_row = 0
+        self._cancel = threading.Event()
+        self._thread_events: list[tuple[str, dict]] = []
+        self._thread_lock = threading.Lock()
+        self.usage = new_usage()
+        self.usage.update(self._meta(LLM_KEY, {}) or {})
+        self.supervision = dict(self._meta(SUPERVISOR_KEY, {}) or {})
+        if cfg.llm.mode != OFFLINE:
+            self._setup_llm()
+
+    def _setup_llm(self) -> None:
+        from .llm import LLMAnalyst, LLMClient, Prompts, Researcher, Supervisor, api_key_from_env
+        c = self.cfg.llm
+        self.llm = LLMClient(c, api_key_from_env(c.api_key_env), seed=self.cfg.seed,
+                             cancel=self._cancel, on_retry=self._on_retry)
+        prompts = Prompts(c.prompts_dir or None)
+        self.researcher = Researcher(self.llm, self.problem, prompts,
+                                     summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5)
+        self.analyst = LLMAnalyst(self.llm, self.problem, prompts)
+        self.supervisor = Supervisor(self.llm, self.problem, prompts)
+        self.concurrency = c.concurrency or self.cfg.evaluation.workers
 
     # --- counters kept in the store, so budgets and seeds survive restarts --------------------
     def _meta(self, key, default=0):
@@ -79,6 +180,18 @@ class Engine:
     def elapsed(self) -> float:
         """Search time so far, over all sessions of this run (the time budget's clock)."""
         return self._elapsed_before + (time.monotonic() - self._started)
+
+    def _outstanding(self) -> int:
+        """Evaluations already committed to: running, waiting for a worker, being proposed."""
+        return len(self.inflight) + len(self.ready) + len(self.research)
+
+    def _why_stop(self) -> str | None:
+        return self.stopping or self._no_more or self.budget.exhausted(
+            self.evaluations + self._outstanding(), self.elapsed(), self.usage["tokens"],
+            self.usage["cost_usd"])
+
+    def _llm_budget_out(self) -> bool:
+        return self.budget.llm_exhausted(self.usage["tokens"], self.usage["cost_usd"]) is not None
 
     # --- seeding, proposing ---------------------------------------------------------------------
     def _seed_population(self) -> None:
@@ -110,15 +223,37 @@ class Engine:
         self.store.set_meta(REFERENCE_KEY, {"splits": list(splits), "values": outcome.value})
         return outcome.value
 
-    def _propose(self) -> Candidate | None:
-        """Select a parent on the next island (round robin), mutate, dedup, store as pending."""
+    def _turn(self, index: int) -> str:
+        """Who makes proposal `index`: "offline" or the name of the model the Researcher uses
+        (drawn by weight; mixed mode sends `offline_fraction` of the proposals offline)."""
+        if self.llm is None:
+            return OFFLINE
+        from .llm import pick_model
+        rng = random.Random(f"proposal-{self.cfg.seed}-{index}")
+        if rng.random() < self.cfg.llm.offline_fraction:
+            return OFFLINE
+        return pick_model(self.cfg.llm.weights(), rng)
+
+    def _may_propose(self) -> bool:
+        """False while the next proposal is an LLM one and `concurrency` calls are running."""
+        if self.llm is None:
+            return True
+        turn = self._turn(int(self._meta(PROPOSALS_KEY)))
+        return turn == OFFLINE or len(self.research) < self.concurrency
+
+    def _propose(self):
+        """Select a parent on the next island (round robin), then: offline, mutate, dedup and
+        store the child as pending (returned); LLM, start a Researcher call (STARTED; the child
+        is committed when it answers). None when no attempt gave a child."""
         n = self.cfg.search.islands
         # One transaction per attempt: the counter, the selection's rng draw and the child commit
-        # together, so a kill at any point resumes on exactly the same random sequence. (Offline
-        # proposals take milliseconds; an LLM operator will snapshot, propose, then commit.)
+        # together, so a kill at any point resumes on exactly the same random sequence. An LLM
+        # proposal commits the counter and the draw here and its child later (see the module doc).
         for _ in range(self.cfg.search.max_attempts):
             index = int(self._meta(PROPOSALS_KEY))
             island = index % n
+            turn = self._turn(index)
+            snap = None
             with self.store.transaction():
                 self.store.set_meta(PROPOSALS_KEY, index + 1)
                 try:
@@ -127,27 +262,275 @@ class Engine:
                     continue          # the island has no members yet (all seeds failed)
                 inspirations = self.islands.inspirations(island, parent,
                                                          self.cfg.search.inspirations)
-                proposal = self.mutator.propose(parent, inspirations,
-                                                {"seed": self.cfg.seed * 1_000_003 + index})
-                if proposal is None:
-                    continue
-                child = Candidate(source=proposal.source, island=island,
-                                  parents=[parent.id] + [c.id for c in inspirations
-                                                         if proposal.operator == "crossover"][:1],
-                                  generation=parent.generation + 1, operator=proposal.operator,
-                                  model=proposal.model, rationale=proposal.rationale,
-                                  extra={"parent_fitness": parent.fitness,
-                                         "parent_stage1": parent.extra.get("stage1_fitness")})
-                if self.store.has_hash(code_hash(child.source)):
-                    self.events.write("duplicate", island=island, parent=parent.id,
-                                      operator=proposal.operator)
-                    continue
-                self.store.add(child)
+                if turn != OFFLINE:
+                    snap = self._research_snapshot(index, island, parent, inspirations, turn)
+                else:
+                    child = self._offline_child(index, island, parent, inspirations)
+                    if child is None:
+                        continue
+            if snap is not None:
+                self.research.append(_Task("research", _spawn(self.researcher.propose, snap,
+                                                              name=f"researcher-{index}"), snap))
+                return STARTED
             self.events.write("proposal", candidate=child.id, island=island,
                               operator=child.operator, parents=child.parents,
                               rationale=child.rationale)
             return child
         return None
+
+    def _offline_child(self, index, island, parent, inspirations, extra=None) -> Candidate | None:
+        """The offline mutator's child, stored as pending (inside the caller's transaction)."""
+        proposal = self.mutator.propose(parent, inspirations,
+                                        {"seed": self.cfg.seed * 1_000_003 + index})
+        if proposal is None:
+            return None
+        child = Candidate(source=proposal.source, island=island,
+                          parents=[parent.id] + [c.id for c in inspirations
+                                                 if proposal.operator == "crossover"][:1],
+                          generation=parent.generation + 1, operator=proposal.operator,
+                          model=proposal.model, rationale=proposal.rationale,
+                          extra={"parent_fitness": parent.fitness,
+                                 "parent_stage1": parent.extra.get("stage1_fitness"),
+                                 **(extra or {})})
+        if self.store.has_hash(code_hash(child.source)):
+            self.events.write("duplicate", island=island, parent=parent.id,
+                              operator=proposal.operator)
+            return None
+        self.store.add(child)
+        return child
+
+    # --- the LLM agents' tasks ------------------------------------------------------------------
+    def _research_snapshot(self, index, island, parent, inspirations, model):
+        from .llm import ResearchSnapshot
+        waits = {c.id: self.summaries[c.id] for c in [parent, *inspirations]
+                 if c.id in self.summaries}
+        return ResearchSnapshot(index=index, island=island, parent=parent,
+                                inspirations=list(inspirations),
+                                notes=self.supervision.get("notes", ""), model=model,
+                                summaries=waits)
+
+    def _on_retry(self, model, attempt, why, delay) -> None:
+        """Called from the agents' threads: queue an event for the main thread to write."""
+        with self._thread_lock:
+            self._thread_events.append(("llm_retry", {"model": model, "attempt": attempt,
+                                                      "error": why, "wait_s": round(delay, 3)}))
+
+    def _flush_thread_events(self) -> None:
+        with self._thread_lock:
+            queued, self._thread_events = self._thread_events, []
+        for name, fields_ in queued:
+            if name == "llm_retry":
+                self.usage["retries"] += 1
+            self.events.write(name, **fields_)
+
+    def _account(self, role: str, calls) -> dict:
+        """Add calls' tokens and cost to the counters (the caller commits them to the store)."""
+        u = self.usage
+        tokens = cost = 0
+        for r in calls:
+            u["calls"] += 1
+            u["prompt_tokens"] += r.prompt_tokens
+            u["completion_tokens"] += r.completion_tokens
+            u["tokens"] += r.tokens
+            u["cost_usd"] = round(u["cost_usd"] + r.cost_usd, 8)
+            for key, name in (("by_role", role), ("by_model", r.model)):
+                d = u[key].setdefault(name, {"calls": 0, "tokens": 0, "cost_usd": 0.0})
+                d["calls"] += 1
+                d["tokens"] += r.tokens
+                d["cost_usd"] = round(d["cost_usd"] + r.cost_usd, 8)
+            tokens += r.tokens
+            cost += r.cost_usd
+        return {"tokens": tokens, "cost_usd": round(cost, 8)}
+
+    def _save_usage(self) -> None:
+        self.store.set_meta(LLM_KEY, self.usage)
+
+    def _collect(self) -> None:
+        """Take in every agent task that has finished (main thread only)."""
+        for task in [t for t in self.research if t.future.done()]:
+            self.research.remove(task)
+            self._finish_research(task)
+        for task in [t for t in self.side if t.future.done()]:
+            self.side.remove(task)
+            if task.kind == "analyst":
+                self._finish_analyst(task)
+            else:
+                self._finish_review(task)
+        self._flush_thread_events()
+
+    def _finish_research(self, task: _Task) -> None:
+        from .llm import ResearchOutcome
+        snap = task.snap
+        try:
+            out = task.future.result()
+        except Exception as exc:   # noqa: BLE001 - a bug in an agent must not end the run
+            out = ResearchOutcome(status="error", model=snap.model,
+                                  message=f"{type(exc).__name__}: {exc}")
+        self._flush_thread_events()
+        u = self.usage
+        u["proposals"] += 1
+        child = None
+        with self.store.transaction():
+            spent = self._account("researcher", out.calls)
+            if out.status == "ok":
+                ans = out.answer
+                cand = Candidate(
+                    source=ans.source, island=snap.island, parents=[snap.parent.id],
+                    generation=snap.parent.generation + 1, operator="llm", model=out.model,
+                    rationale=ans.rationale,
+                    extra={"parent_fitness": snap.parent.fitness,
+                           "parent_stage1": snap.parent.extra.get("stage1_fitness"),
+                           "hypothesis": ans.hypothesis, "form": ans.form,
+                           "repaired": out.repaired, "proposal": snap.index,
+                           "inspirations": [c.id for c in snap.inspirations], **spent})
+                if self.store.has_hash(code_hash(cand.source)):
+                    u["duplicates"] += 1
+                    self.events.write("duplicate", island=snap.island, parent=snap.parent.id,
+                                      operator="llm", model=out.model)
+                else:
+                    child = self.store.add(cand)
+                    u["children"] += 1
+                    u["repaired"] += int(out.repaired)
+            elif out.status == "discarded":
+                u["discarded"] += 1
+                self.events.write("discarded", island=snap.island, parent=snap.parent.id,
+                                  model=out.model, errors=out.errors, **spent)
+            elif out.status == "cancelled":
+                u["abandoned"] += 1
+            elif out.status == "fatal":
+                u["errors"] += 1
+                self.fatal = out.message
+                self.events.write("llm_fatal", model=out.model, error=out.message)
+            else:                                 # unavailable (retries exhausted) or error
+                u["unavailable" if out.status == "unavailable" else "errors"] += 1
+                self.events.write("llm_error", island=snap.island, parent=snap.parent.id,
+                                  model=out.model, status=out.status, error=out.message,
+                                  **spent)
+                if out.status == "unavailable" and self.cfg.llm.fallback_offline:
+                    child = self._offline_child(snap.index, snap.island, snap.parent,
+                                                snap.inspirations,
+                                                extra={"llm_fallback": out.message})
+                    u["fallbacks"] += int(child is not None)
+            self._save_usage()
+        if out.status == "ok" and child is not None:
+            self.events.write("proposal", candidate=child.id, island=child.island,
+                              operator="llm", parents=child.parents, model=out.model,
+                              hypothesis=child.extra["hypothesis"], rationale=child.rationale,
+                              form=child.extra["form"], repaired=out.repaired,
+                              first_errors=out.errors, **spent)
+        elif child is not None:
+            self.events.write("proposal", candidate=child.id, island=child.island,
+                              operator=child.operator, parents=child.parents,
+                              rationale=child.rationale, llm_fallback=True)
+        if self.fatal:
+            self.request_stop(f"LLM endpoint error: {self.fatal}")
+            return
+        if child is not None:
+            self.ready.append(child)
+            self._failures_in_row = 0
+        elif out.status != "cancelled":
+            self._failures_in_row += 1
+            if self._failures_in_row >= self.cfg.search.max_attempts:
+                self._no_more = (f"no new candidate could be proposed ({self._failures_in_row} "
+                                 f"LLM proposals in a row gave no usable program)")
+                self.events.write("llm_giving_up", failures=self._failures_in_row)
+
+    def _maybe_analyse(self, cand: Candidate, parent: Candidate | None) -> None:
+        """LLM Analyst after a failure or a result that does not beat the parent."""
+        c = self.cfg.llm
+        if self.llm is None or not c.analyst or parent is None or self.stopping \
+                or self._llm_budget_out():
+            return
+        if cand.status == "ok" and cand.fitness > (parent.fitness or 0.0):
+            return
+        from .llm import AnalystSnapshot
+        snap = AnalystSnapshot(candidate=copy.deepcopy(cand), parent=parent,
+                               model=c.analyst_model or c.first_model())
+        fut = _spawn(self.analyst.summarize, snap, name=f"analyst-{cand.id}")
+        self.summaries[cand.id] = fut
+        self.side.append(_Task("analyst", fut, snap))
+
+    def _finish_analyst(self, task: _Task) -> None:
+        cid = task.snap.candidate.id
+        self.summaries.pop(cid, None)
+        try:
+            text, result = task.future.result()
+            calls, error = [result], None
+        except Exception as exc:   # noqa: BLE001 - the rule-based summary stays
+            text, calls, error = None, list(getattr(exc, "usage", []) or []), str(exc)
+        with self.store.transaction():
+            spent = self._account("analyst", calls)
+            if text:
+                cand = self.store.get(cid)
+                cand.reasoning = text
+                cand.extra["reasoning_by"] = task.snap.model
+                self.store.update(cand)
+                self.usage["summaries"] += 1
+            else:
+                self.usage["summary_failures"] += 1
+            self._save_usage()
+        self.events.write("analysis", candidate=cid, model=task.snap.model, ok=bool(text),
+                          error=error, **spent)
+
+    def _maybe_supervise(self) -> None:
+        c = self.cfg.llm
+        k = c.supervisor_interval
+        if self.llm is None or not k or self._why_stop() \
+                or any(t.kind == "supervisor" for t in self.side):
+            return                 # (no review when no Researcher will read it)
+        done = self.evaluations
+        if done - int(self.supervision.get("evaluations", 0)) < k:
+            return
+        from .llm import SupervisorSnapshot
+        recent = [x for x in self.store.all()
+                  if x.status != "pending" and x.operator not in ("seed", "migration")]
+        snap = SupervisorSnapshot(
+            review=int(self.supervision.get("review", 0)) + 1, evaluations=done,
+            leaderboard=self.islands.leaderboard(10),
+            island_best=[(i, self.islands.best(i)) for i in range(self.islands.num_islands)],
+            recent=recent[-RECENT_FOR_SUPERVISOR:], previous=self.supervision.get("notes", ""),
+            model=c.supervisor_model or c.first_model())
+        self.side.append(_Task("supervisor", _spawn(self.supervisor.review, snap,
+                                                    name="supervisor"), snap))
+
+    def _finish_review(self, task: _Task) -> None:
+        snap = task.snap
+        try:
+            notes, result = task.future.result()
+            calls, error = [result], None
+        except Exception as exc:   # noqa: BLE001 - the previous notes stay
+            notes, calls, error = None, list(getattr(exc, "usage", []) or []), str(exc)
+        with self.store.transaction():
+            spent = self._account("supervisor", calls)
+            if notes:
+                self.supervision = {"review": snap.review, "evaluations": snap.evaluations,
+                                    "notes": notes, "model": snap.model}
+                self.usage["reviews"] += 1
+            else:
+                self.supervision = {**self.supervision, "evaluations": snap.evaluations}
+                self.usage["review_failures"] += 1
+            self.store.set_meta(SUPERVISOR_KEY, self.supervision)
+            self._save_usage()
+        if notes:
+            when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            with open(self.run_dir / NOTES_FILE, "a", encoding="utf-8") as fh:
+                fh.write(f"## Review {snap.review} — after {snap.evaluations} evaluations "
+                         f"({snap.model}, {when})\n\n{notes.strip()}\n\n")
+        self.events.write("supervisor", review=snap.review, evaluations=snap.evaluations,
+                          model=snap.model, ok=bool(notes), error=error, **spent)
+
+    def _abandon_llm(self, side_too: bool) -> None:
+        """Stop waiting for LLM calls (the run is being interrupted): their threads give up at
+        their next retry; a child not committed yet is simply not made."""
+        self._cancel.set()
+        for task in self.research:
+            self.usage["abandoned"] += 1
+            self.events.write("abandoned", kind="research", island=task.snap.island,
+                              parent=task.snap.parent.id, model=task.snap.model)
+        self.research.clear()
+        if side_too:
+            self.side.clear()
+            self.summaries.clear()
 
     # --- evaluation -----------------------------------------------------------------------------
     def _submit(self, cand: Candidate) -> None:
@@ -174,7 +557,8 @@ class Engine:
             cand.extra["stage1_fitness"] = cascade["stage1_fitness"]
         cand.extra["diagnostics"] = _compact_diagnostics(result.diagnostics)
         cand.reasoning = analyst.summarize(result, parent.fitness if parent else None,
-                                           parent.metrics if parent else None, cand.rationale,
+                                           parent.metrics if parent else None,
+                                           cand.extra.get("hypothesis") or cand.rationale,
                                            self.problem.metric)
         with self.store.transaction():
             member = self.islands.insert(cand)
@@ -183,7 +567,10 @@ class Engine:
         self.events.write("evaluation", candidate=cand.id, island=cand.island,
                           status=cand.status, fitness=cand.fitness, member=member,
                           seconds=round(result.duration_s, 3), error=cand.error)
+        self._failures_in_row = 0          # the population changed: a fresh chance
+        self._maybe_analyse(cand, parent)
         self._maybe_migrate()
+        self._maybe_supervise()
         best = self.islands.best()
         if best is not None and best.id in (cand.id,):
             self._write_best(best)
@@ -224,51 +611,104 @@ class Engine:
         why = None
         try:
             while True:
-                why = self.stopping or self.budget.exhausted(
-                    self.evaluations + len(self.inflight), self.elapsed())
-                while not why and len(self.inflight) < workers:
-                    cand = backlog.popleft() if backlog else self._propose()
+                self._collect()
+                why = self._why_stop()
+                while len(self.inflight) < workers:
+                    if not why and backlog:
+                        cand = backlog.popleft()
+                    elif self.ready and not self.stopping:
+                        cand = self.ready.popleft()     # an LLM child (counted in the budget)
+                    elif not why and self._may_propose():
+                        cand = self._propose()
+                        if cand is None:
+                            why = "no new candidate could be proposed"
+                            break
+                        if cand is STARTED:
+                            why = self._why_stop()
+                            continue
+                    else:
+                        break
+                    self._submit(cand)
+                    why = self._why_stop()
+                # LLM: prepare up to `concurrency` children while the workers are busy
+                while self.llm is not None and not why and self._may_propose() \
+                        and len(self.ready) + len(self.research) < self.concurrency:
+                    cand = self._propose()
                     if cand is None:
                         why = "no new candidate could be proposed"
                         break
-                    self._submit(cand)
-                    why = self.stopping or self.budget.exhausted(
-                        self.evaluations + len(self.inflight), self.elapsed())
-                if not self.inflight:
+                    if cand is not STARTED:
+                        self.ready.append(cand)
+                    why = self._why_stop()
+                if self.stopping and self.research:
+                    self._abandon_llm(side_too=False)
+                if not self.inflight and not self.research and \
+                        not (self.ready and not self.stopping):
                     break
-                cand, future = self.inflight[0]
-                outcome = _wait(future, self)
-                self.inflight.popleft()
-                self._process(cand, outcome)
+                self._wait_any()
+                if self.inflight and self.inflight[0][1].done():
+                    cand, future = self.inflight.popleft()
+                    self._process(cand, future.result())
+            self._finish_side_tasks()
         finally:
             self._checkpoint()
         why = why or self.stopping or "done"
-        self.events.write("stop", reason=why, evaluations=self.evaluations)
+        self.events.write("stop", reason=why, evaluations=self.evaluations,
+                          **({"llm": {k: self.usage[k] for k in ("calls", "tokens", "cost_usd")}}
+                             if self.llm is not None else {}))
         best = self.islands.best()
         if best is not None:
             self._write_best(best)
         return why
 
+    def _wait_any(self, deadline: float | None = None) -> None:
+        """Wait until the oldest evaluation or any agent task is done (or, with no evaluation to
+        wait for, a stop is requested or the deadline passes). Ctrl-C while waiting asks the
+        engine to stop but keeps waiting; a second one (while stopping) aborts."""
+        futures = [f for _, f in list(self.inflight)[:1]]
+        futures += [t.future for t in self.research] + [t.future for t in self.side]
+        while True:
+            try:
+                done, _ = concurrent.futures.wait(futures, timeout=0.5,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                if self.stopping:
+                    raise
+                self.request_stop("interrupted")
+                continue
+            if done or (self.stopping and (self.research or not self.inflight)):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def _finish_side_tasks(self) -> None:
+        """At the end: give the Analyst and Supervisor calls still running up to one call
+        timeout to finish (their summaries and notes are stored), unless the run is being
+        interrupted; then give up on them (the rule-based summaries stay)."""
+        if self.llm is None:
+            return
+        deadline = time.monotonic() + self.cfg.llm.timeout_s
+        if not (self.stopping in ("interrupted", "terminated") or self.fatal):
+            while self.side and time.monotonic() < deadline and not self.stopping:
+                self._wait_any(deadline)
+                self._collect()
+        if self.side:
+            self._abandon_llm(side_too=True)
+
     def _checkpoint(self) -> None:
         self.store.set_meta(ELAPSED_KEY, self.elapsed())
+        if self.llm is not None:
+            self._save_usage()
 
     def status(self) -> dict:
         return run_status(self.store, self.islands, self.budget, self.elapsed())
 
     def close(self) -> None:
+        if self.llm is not None:
+            self._cancel.set()
+            self.llm.close()
         self.events.close()
         self.store.close()
-
-
-def _wait(future, engine: Engine):
-    """Wait for one future; Ctrl-C while waiting asks the engine to stop but keeps waiting."""
-    while True:
-        try:
-            return future.result(timeout=0.5)
-        except TimeoutError:
-            continue
-        except KeyboardInterrupt:
-            engine.request_stop("interrupted")
 
 
 def _compact_diagnostics(diag: dict | None) -> dict:
@@ -292,15 +732,24 @@ def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float)
         per_island.append({"island": i, "members": len(islands.members(i)),
                            "best_id": b.id if b else None,
                            "best_fitness": b.fitness if b else None})
-    return {
+    usage = store.get_meta(LLM_KEY)
+    tokens = int(usage["tokens"]) if usage else 0
+    cost = float(usage["cost_usd"]) if usage else 0.0
+    out = {
         "evaluations": evaluations,
         "candidates": len(store),
         "best": {"id": best.id, "fitness": best.fitness, "operator": best.operator,
                  "island": best.island} if best else None,
         "islands": per_island,
         "elapsed_s": round(elapsed_s, 1),
-        "budget_left": budget.left(evaluations, elapsed_s),
+        "budget_left": budget.left(evaluations, elapsed_s, tokens, cost),
         "rate_per_min": round(evaluations / (elapsed_s / 60), 2) if elapsed_s > 1 else 0.0,
         "statuses": {s: store.count(s) for s in ("ok", "error", "timeout", "crashed", "invalid",
                                                   "rejected", "pending")},
     }
+    if usage:
+        out["llm"] = {k: usage.get(k, 0) for k in new_usage() if k not in ("by_role",)}
+        out["llm"]["by_role"] = usage.get("by_role", {})
+        sup = store.get_meta(SUPERVISOR_KEY)
+        out["llm"]["supervisor_review"] = sup.get("review", 0) if sup else 0
+    return out

@@ -30,16 +30,37 @@ def start(cfg: RunConfig, progress: bool = True) -> int:
     if (run_dir / STATE_FILE).exists():
         raise RunError(f"{run_dir} already holds a run: continue it with `glia-evo resume "
                        f"{run_dir}` or choose another folder with --out")
-    if cfg.llm.mode != "offline":
-        raise RunError("--llm openai is not available yet in this version; use --llm offline")
+    check_llm(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.out = str(run_dir)
     cfg.dump(run_dir / CONFIG_FILE)
     return _run(cfg, run_dir, progress)
 
 
+def check_llm(cfg: RunConfig) -> None:
+    """Before an LLM run starts: the openai package is there and the key question is settled.
+    The key itself is never printed, stored or passed on: only the variable's name is."""
+    if cfg.llm.mode == "offline":
+        return
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        raise RunError("--llm openai needs the openai package: python3 -m pip install openai") \
+            from None
+    from .llm import api_key_from_env
+    name = cfg.llm.api_key_env
+    if api_key_from_env(name) is None:
+        if not cfg.llm.base_url:
+            raise RunError(f"--llm openai without --base-url calls the OpenAI API, which needs a "
+                           f"key: set the environment variable {name} (llm.api_key_env), or "
+                           f"point --base-url at your own server")
+        print(f"glia-evo: note: ${name} is not set; calling {cfg.llm.base_url} without an API "
+              f"key (fine for local servers such as vLLM or Ollama)", file=sys.stderr)
+
+
 def resume(run_dir: Path, overrides: dict, progress: bool = True) -> int:
     cfg = load_run_config(run_dir, overrides)
+    check_llm(cfg)
     if overrides:
         cfg.dump(run_dir / CONFIG_FILE)
     return _run(cfg, run_dir, progress)
@@ -93,12 +114,26 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
         display.close()
     best = status["best"]
     print(f"stopped: {why}. {status['evaluations']} evaluations in {status['elapsed_s']:.0f} s.")
+    if "llm" in status:
+        print(llm_line(status["llm"]))
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} (operator {best['operator']}, "
               f"island {best['island']}) -> {run_dir / 'best.py'}")
     print(f"next: glia-evo status {run_dir}   |   glia-evo simulate --policy "
           f"{run_dir / 'best.py'} --scenario glia   |   glia-evo resume {run_dir} --minutes 30")
+    if engine.fatal:
+        print(f"glia-evo: error: {engine.fatal}", file=sys.stderr)
+        return 1
     return 0
+
+
+def llm_line(u: dict) -> str:
+    return (f"LLM: {u['calls']} calls, {u['tokens']} tokens ({u['prompt_tokens']} in, "
+            f"{u['completion_tokens']} out), ${u['cost_usd']:.4f}; {u['children']} children from "
+            f"{u['proposals']} Researcher proposals ({u['repaired']} repaired, {u['discarded']} "
+            f"discarded, {u['duplicates']} duplicates, {u['unavailable']} unavailable, "
+            f"{u['fallbacks']} offline fallbacks); {u['summaries']} Analyst summaries, "
+            f"{u['reviews']} Supervisor reviews; {u['retries']} retries")
 
 
 def status(run_dir: Path) -> dict:
@@ -110,8 +145,7 @@ def status(run_dir: Path) -> dict:
     try:
         islands = Islands.from_store(store)   # read-only: never rewrites a live run's state
         elapsed = float(store.get_meta("elapsed_s", 0.0))
-        out = run_status(store, islands, Budget(cfg.budget.minutes, cfg.budget.max_evaluations),
-                         elapsed)
+        out = run_status(store, islands, Budget.of(cfg), elapsed)
         out["run"] = str(run_dir)
         out["problem"] = cfg.problem
         out["leaderboard"] = [{"id": c.id, "fitness": c.fitness, "operator": c.operator,
@@ -128,7 +162,11 @@ def print_status(info: dict) -> None:
     print(f"run {info['run']} ({info['problem']}): {info['evaluations']} evaluations, "
           f"{info['candidates']} candidates, {info['elapsed_s']:.0f} s searched, "
           f"{info['rate_per_min']} evaluations/min")
-    print(f"budget left: {left['evaluations']} evaluations, {left['minutes']:.1f} min")
+    extra = "".join([f", {left['tokens']} tokens" if "tokens" in left else "",
+                     f", ${left['cost_usd']:.4f}" if "cost_usd" in left else ""])
+    print(f"budget left: {left['evaluations']} evaluations, {left['minutes']:.1f} min{extra}")
+    if "llm" in info:
+        print(llm_line(info["llm"]))
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} ({best['operator']}, "
               f"island {best['island']})")
@@ -164,6 +202,8 @@ class Display:
         best = status["best"]
         info = (f"best {best['fitness']:.4f} ({best['id']})" if best else "best -") + \
             f" | {status['rate_per_min']:.1f}/min | left {status['budget_left']['minutes']:.1f} min"
+        if "llm" in status:
+            info += f" | {status['llm']['tokens']} tok ${status['llm']['cost_usd']:.3f}"
         if self.live:
             self.live.update(self.task, completed=status["evaluations"], info=info)
         else:
