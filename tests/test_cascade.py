@@ -85,7 +85,7 @@ def test_the_bar_scales_with_the_baseline_fitness(pool):
     ("def route(queue, replicas, now, knobs):\n    while True:\n        pass\n", "timeout"),
     ("def route(queue, replicas, now, knobs):\n    return [(q.id, 7) for q in queue]\n",
      "invalid"),
-])
+], ids=["syntax-error", "infinite-loop", "unknown-replica"])
 def test_a_failing_candidate_stops_at_stage_one(pool, source, status):
     result = evaluate_cascade(source, ROUTING, stage1=STAGE1, stage2=TRAP.instances(), pool=pool)
     assert result.status == status and result.fitness == 0.0
