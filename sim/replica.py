@@ -7,8 +7,10 @@ Semantics of one iteration (the reference, `_explicit_step`):
    (prompt + generated tokens) as its new prompt.
 2. A token budget of `chunk_size` per iteration: one token per decoding request, then prefill
    chunks of requests already admitted, then new admissions in scheduling order (FCFS unless a
-   scheduler policy is set) while blocks (the whole prompt, plus a small watermark) and the
-   batch limit allow.
+   scheduler policy is set) while blocks (the whole prompt, plus a small watermark), the token
+   budget and the batch limit allow; admission stops at the first request that does not fit.
+   A scheduler policy is consulted only at iterations where at least one pending request could
+   be admitted (`_admission_possible`), so both modes consult it at the same iterations.
 3. Duration from the GPU profile; at the end, prefills that finish emit their first token,
    decoders emit one token each, finished requests free their blocks.
 
@@ -20,6 +22,7 @@ An arrival that reaches this replica cuts the run at the end of the iteration in
 from __future__ import annotations
 
 import math
+import operator
 
 import simpy
 
@@ -32,7 +35,7 @@ class Req:
 
     __slots__ = ("id", "arrival", "prompt", "output", "target", "processed", "generated",
                  "blocks", "restarts", "replica", "admit_seq", "dispatched", "admitted",
-                 "first_token", "finish", "queue_view")
+                 "first_token", "finish", "queue_view", "pending_view")
 
     def __init__(self, rid: int, arrival_ps: int, prompt: int, output: int):
         self.id = rid
@@ -48,6 +51,10 @@ class Req:
         self.admit_seq = -1
         self.dispatched = self.admitted = self.first_token = self.finish = None
         self.queue_view = None
+        self.pending_view = None    # its view while pending at a replica (fixed until it moves)
+
+
+_target = operator.attrgetter("target")
 
 
 class PolicyInvalid(Exception):
@@ -144,12 +151,15 @@ class Replica:
         self.iterations = 0
         self.evictions = 0
         self.busy_ps = 0
+        self.started_ps = env.now     # billed from here (cold start included) ...
+        self.stopped_ps = None        # ... to here, or to the end of the simulation
         self.proc = env.process(self._loop())
 
     # --- the cluster's side ----------------------------------------------------------------
     def enqueue(self, req: Req) -> None:
         """A request dispatched here waits in `pending` until an iteration admits it."""
         req.replica = self.id
+        req.pending_view = None
         self.pending.append(req)
         if self.wake_event is not None:
             if not self.wake_event.triggered:
@@ -170,10 +180,21 @@ class Replica:
         return self.used_blocks + run.blocks_taken(min(done + 1, run.steps), self.profile.block_size)
 
     def views(self, reqs: list[Req], now: int, running: bool) -> list[RequestView]:
-        """Views of pending (running=False) or active requests as of `now`, mid-run included."""
-        extra = self.run.done_by(now) if (running and self.run is not None) else 0
+        """Views of pending (running=False) or active requests as of `now`, mid-run included.
+
+        A pending request does not change until it is admitted or evicted again, so its view is
+        made once and reused (enqueue and eviction drop it).
+        """
+        if not running:
+            return [r.pending_view or self._pending_view(r) for r in reqs]
+        extra = self.run.done_by(now) if self.run is not None else 0
         return [RequestView(r.id, r.arrival / PS_PER_S, r.prompt, r.processed + extra,
                             r.generated + extra, r.restarts, self.id) for r in reqs]
+
+    def _pending_view(self, r: Req) -> RequestView:
+        v = r.pending_view = RequestView(r.id, r.arrival / PS_PER_S, r.prompt, r.processed,
+                                         r.generated, r.restarts, self.id)
+        return v
 
     @property
     def idle(self) -> bool:
@@ -221,8 +242,8 @@ class Replica:
         bs = self.profile.block_size
         if self.cluster.scheduler is None:
             need = -(-self.pending[0].target // bs)
-        else:
-            need = min(-(-r.target // bs) for r in self.pending)
+        else:   # the smallest pending request (ceil is monotonic: take the min target first)
+            need = -(-min(map(_target, self.pending)) // bs)
         return free - need >= self.watermark_blocks
 
     def _plan_run(self) -> _Run | None:
@@ -328,6 +349,12 @@ class Replica:
                 chunks.append((r, c))
                 budget -= c
         if not decoders and not chunks:
+            if self.pending:
+                # only a scheduler can get here: with nothing running, any pending request fits
+                raise PolicyInvalid(
+                    f"schedule admitted none of the {len(self.pending)} pending request(s) of "
+                    f"replica {self.id} while it had nothing running: it would wait forever "
+                    f"(return at least one id when `active` is empty)")
             return None
         prefill = sum(c for _, c in chunks)
         duration = self.profile.iteration_ps(prefill, len(decoders), kv)
@@ -359,6 +386,7 @@ class Replica:
         r.processed = 0
         r.target = r.prompt + r.generated
         r.restarts += 1
+        r.pending_view = None
         self.pending.insert(0, r)
 
     def _finish(self, finished: list[Req]) -> None:

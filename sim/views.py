@@ -75,3 +75,30 @@ class ReplicaView:
     def __repr__(self) -> str:
         return (f"ReplicaView(id={self.id}, pending={self.num_pending}, active={self.num_active}, "
                 f"free_blocks={self.free_blocks}/{self.num_blocks})")
+
+
+class ClusterView:
+    """The whole cluster at one instant, as the autoscaler sees it (plain values).
+
+    Counts by replica state, load, KV use, recent traffic and latency (over the last `window_s`
+    seconds: arrivals that arrived and requests that completed in it), the SLO, and the cost so
+    far. `replicas` lists every replica that is not stopped, as `ReplicaView`s (with `state`).
+    """
+
+    __slots__ = ("num_replicas", "num_ready", "num_starting", "num_draining", "min_replicas",
+                 "max_replicas", "interval_s", "cold_start_s", "window_s", "queue_len",
+                 "num_pending", "num_active", "num_waiting", "oldest_wait_s", "kv_use",
+                 "max_kv_use", "arrival_rate", "arrivals", "completed", "recent_completed",
+                 "p50_ttft_s", "p90_ttft_s", "p99_ttft_s", "p50_e2e_s", "p90_e2e_s", "p99_e2e_s",
+                 "mean_tpot_s", "recent_slo_attainment", "slo_ttft_s", "slo_tpot_s",
+                 "slo_target", "gpu_seconds", "replicas")
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, values[name])
+
+    def __repr__(self) -> str:
+        return (f"ClusterView(ready={self.num_ready}, starting={self.num_starting}, "
+                f"draining={self.num_draining}, waiting={self.num_waiting}, "
+                f"kv_use={self.kv_use:.2f}, arrival_rate={self.arrival_rate:.2f}/s, "
+                f"p99_ttft_s={self.p99_ttft_s:.2f})")
