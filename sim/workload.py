@@ -235,3 +235,64 @@ def glia_workload(seed: int, rate: float = 7.5, sigma: float = 2.0,
     arrivals = lognormal_arrivals(rate, sigma, duration_s, seed=1000 + seed)
     pairs = resample_lengths(_glia_base_pool(), len(arrivals), seed=2000 + seed)
     return build(arrivals, inflate(pairs, seed=3000 + seed))
+
+
+# --- generated workloads for the scheduling and autoscaling problems ---------------------------
+
+def heavy_tail_workload(seed: int, rate: float = 11.0, duration_s: float = 600.0,
+                        alpha: float = 1.1, min_prompt: int = 64, max_prompt: int = 7000,
+                        output_median: float = 128.0, output_sigma: float = 1.0
+                        ) -> list[RequestSpec]:
+    """Poisson arrivals with heavy-tailed prompts: Pareto(alpha) from `min_prompt` tokens, capped
+    at `max_prompt`; outputs log-normal (median `output_median`, shape `output_sigma`), clipped so
+    that prompt + output fits the context window."""
+    arrivals = poisson_arrivals(rate, duration_s, seed=4000 + seed)
+    rng = np.random.default_rng(5000 + seed)
+    u = rng.random(len(arrivals))
+    prompts = np.minimum(max_prompt, (min_prompt * (1.0 - u) ** (-1.0 / alpha)).astype(np.int64))
+    outputs = rng.lognormal(math.log(output_median), output_sigma, len(arrivals)).astype(np.int64)
+    outputs = np.clip(outputs, 1, MAX_CONTEXT_TOKENS - prompts)
+    return build(arrivals, list(zip(prompts.tolist(), outputs.tolist())))
+
+
+def diurnal_rate(t: float, day_s: float, low: float, high: float) -> float:
+    """A day compressed into `day_s` seconds: a cosine from a trough at 04:00 to a peak at 16:00,
+    plus a morning bump at 10:30 (a third of the swing); between `low` and `high` req/s."""
+    hour = 24.0 * (t % day_s) / day_s
+    shape = 0.5 * (1.0 - math.cos(2.0 * math.pi * (hour - 4.0) / 24.0))
+    shape += (1.0 / 3.0) * math.exp(-0.5 * ((hour - 10.5) / 1.5) ** 2)
+    return low + (high - low) * min(1.0, shape)
+
+
+def step_rate(t: float, steps: Sequence[tuple[float, float]]) -> float:
+    """Piecewise-constant rate: `steps` = ((start_s, req/s), ...) sorted by start."""
+    rate = steps[0][1]
+    for start, r in steps:
+        if t < start:
+            break
+        rate = r
+    return rate
+
+
+def trace_lengths(arrivals: Sequence[float], seed: int,
+                  trace: str = "azure_llm_2023/conv.csv") -> list[RequestSpec]:
+    """(prompt, output) pairs resampled from a packaged trace, on the given arrival times."""
+    return build(arrivals, resample_lengths(packaged_trace(trace), len(arrivals), seed=6000 + seed))
+
+
+def diurnal_workload(seed: int, day_s: float = 1800.0, low: float = 1.0, high: float = 12.0,
+                     trace: str = "azure_llm_2023/conv.csv") -> list[RequestSpec]:
+    """A compressed day (`diurnal_rate`): Poisson arrivals thinned to the day's rate curve,
+    lengths resampled from `trace` (default: the Azure conversation trace)."""
+    arrivals = varying_rate_arrivals(functools.partial(diurnal_rate, day_s=day_s, low=low,
+                                                       high=high), high, day_s, seed=7000 + seed)
+    return trace_lengths(arrivals, seed, trace)
+
+
+def step_workload(seed: int, steps: Sequence[tuple[float, float]], duration_s: float,
+                  trace: str = "azure_llm_2023/conv.csv") -> list[RequestSpec]:
+    """Sudden rate steps (`step_rate`): Poisson arrivals thinned, lengths resampled from `trace`."""
+    top = max(r for _, r in steps)
+    arrivals = varying_rate_arrivals(functools.partial(step_rate, steps=tuple(steps)), top,
+                                     duration_s, seed=8000 + seed)
+    return trace_lengths(arrivals, seed, trace)
