@@ -20,7 +20,9 @@ def baseline_names(problem: str) -> list[str]:
     if not folder.is_dir():
         return []
     order = {"routing": ["random", "round_robin", "lor", "llq", "least_kv", "power_of_two",
-                         "hra", "expert"]}.get(problem, [])
+                         "hra", "expert"],
+             "scheduling": ["fcfs", "shortest_prompt_first", "aging"],
+             "autoscaling": ["fixed", "threshold", "target_utilisation"]}.get(problem, [])
     names = sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
     return [n for n in order if n in names] + [n for n in names if n not in order]
 
