@@ -4,6 +4,10 @@ The candidate is compiled by `sandbox` and the compiled policy is handed to `sim
 simulate --policy FILE.py` goes through this same function, so users see what the search sees.
 Each instance gets a freshly compiled policy with its own seeded `rng`, so results do not depend on
 the order instances run in.
+
+Entry points by problem: routing -> `route`; scheduling -> `schedule`, with routing fixed to the
+shipped `llq`; autoscaling -> `scale`, with routing fixed to `llq` (`Problem.fixed`). Fixed
+policies are shipped baselines, imported directly; only the candidate runs in the sandbox.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from sandbox import PolicyCompileError, compile_policy, policy_traceback
 from sim import PolicyError, PolicyInvalid, simulate
-from sim.policies import baseline_source
+from sim.policies import baseline_source, load_trusted
 
 from .problems import Instance, Problem
 
@@ -57,13 +61,40 @@ def policy_seed(seed: int, instance: Instance) -> int:
     return seed * 1_000_003 + instance.seed
 
 
+# the simulator's keyword arguments for each entry point: (policy, its knobs)
+_SIM_ARGS = {"route": ("route", "knobs"), "schedule": ("schedule", "schedule_knobs"),
+             "scale": ("scale", "scale_knobs")}
+
+
 def run_instance(source: str, problem: Problem, instance: Instance, knobs: dict | None,
                  seed: int, fast: bool = True):
-    """Compile and simulate one instance; returns the SimResult (exceptions propagate)."""
+    """Compile and simulate one instance; returns the SimResult (exceptions propagate).
+
+    The problem's derived metrics (e.g. autoscaling's penalised cost) are added to the metrics.
+    """
     policy = compile_policy(source, problem.entrypoints, seed=policy_seed(seed, instance))
     values = resolve_knobs(policy.knob_spec, knobs)
-    route = policy.entrypoints[problem.entrypoints[0]]
-    return simulate(instance.workload(), instance.cluster(), route, values, fast=fast)
+    return simulate_policies(problem, instance, policy.entrypoints, values, fast)
+
+
+def simulate_policies(problem: Problem, instance: Instance, entrypoints: dict, knobs: dict,
+                      fast: bool = True, seed: int = 0):
+    """Simulate `instance` with the candidate's entry points (and their knob values) plus the
+    problem's fixed policies; returns the SimResult with the problem's derived metrics."""
+    kwargs = {}
+    for entry, fixed_problem, name in problem.fixed:
+        fns, fixed_knobs = load_trusted(fixed_problem, name, seed)
+        policy_arg, knobs_arg = _SIM_ARGS[entry]
+        kwargs[policy_arg], kwargs[knobs_arg] = fns[entry], fixed_knobs
+    for entry in problem.entrypoints:
+        policy_arg, knobs_arg = _SIM_ARGS[entry]
+        kwargs[policy_arg], kwargs[knobs_arg] = entrypoints[entry], knobs
+    spec = instance.cluster()
+    route = kwargs.pop("route")
+    result = simulate(instance.workload(), spec, route, fast=fast, **kwargs)
+    if problem.derive is not None:
+        result.metrics.update(problem.derive(result.metrics, spec))
+    return result
 
 
 def reference_metrics(problem: Problem, instance: Instance, fast: bool = True) -> dict:

@@ -1,11 +1,14 @@
 """Built-in problems, by name (a contract: routing, scheduling, autoscaling)."""
 from __future__ import annotations
 
+from .autoscaling import AUTOSCALING
 from .base import Instance, Problem, Scenario
 from .routing import ROUTING
+from .scheduling import SCHEDULING
 
-PROBLEMS: dict[str, Problem] = {"routing": ROUTING}
-PLANNED = ("scheduling", "autoscaling")
+PROBLEMS: dict[str, Problem] = {"routing": ROUTING, "scheduling": SCHEDULING,
+                                "autoscaling": AUTOSCALING}
+PLANNED: tuple[str, ...] = ()
 
 
 def get_problem(name: str) -> Problem:

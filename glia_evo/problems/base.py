@@ -13,6 +13,7 @@ from sim import ClusterSpec, RequestSpec
 from sim.workload import scale_rate
 
 
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -39,10 +40,18 @@ class Instance:
         return f"{self.scenario.name}#{self.seed}"
 
     def cluster(self) -> ClusterSpec:
+        """The scenario's cluster; `replicas` overrides its size (for an autoscaled cluster: the
+        most replicas the autoscaler may use, the initial fleet and minimum shrinking to fit)."""
         spec = self.scenario.cluster
-        if self.replicas is not None:
-            spec = replace(spec, replicas=(spec.replicas[0],) * self.replicas)
-        return spec
+        if self.replicas is None:
+            return spec
+        a = spec.autoscale
+        if a is None:
+            return replace(spec, replicas=(spec.replicas[0],) * self.replicas)
+        initial = min(len(spec.replicas), self.replicas)
+        return replace(spec, replicas=spec.replicas[:initial],
+                       autoscale=replace(a, min_replicas=min(a.min_replicas, self.replicas),
+                                         max_replicas=self.replicas))
 
     def workload(self) -> list[RequestSpec]:
         requests = self.scenario.workload(self.seed)
@@ -59,6 +68,12 @@ class Problem:
     splits: dict[str, tuple[tuple[str, int], ...]]   # split -> (scenario, seed) pairs
     default_scenario: str
     description: str
+    # entry points the candidate does not define, fixed to a shipped baseline:
+    # (entry point, problem, baseline name) triples, e.g. (("route", "routing", "llq"),)
+    fixed: tuple[tuple[str, str, str], ...] = ()
+    # extra metrics computed from a run's metrics and cluster (e.g. a penalised cost); the
+    # problem's `metric` may be one of them
+    derive: Callable[[dict, ClusterSpec], dict] | None = None
 
     def scenario(self, name: str) -> Scenario:
         try:
