@@ -69,11 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
 
     sim = sub.add_parser("simulate", help="simulate one policy (a baseline or a FILE.py)")
-    sim.add_argument("--problem", default="routing", help="routing (default)")
+    sim.add_argument("--problem", default="routing",
+                     help="routing (default), scheduling or autoscaling")
     sim.add_argument("--policy", required=True, help="a baseline name or a candidate FILE.py")
     _scenario_args(sim)
     sim.add_argument("--trace", type=Path, help="replay this CSV trace on the scenario's cluster")
-    sim.add_argument("--replicas", type=_positive_int, help="number of replicas")
+    sim.add_argument("--replicas", type=_positive_int,
+                     help="number of replicas (autoscaling: the most the autoscaler may use)")
     sim.add_argument("--rate-scale", type=_positive_float, default=1.0,
                      help="multiply the arrival rate by X")
     sim.add_argument("--seed", type=_seed, help="run only this seed of the scenario")
@@ -81,12 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(train, validation, test, quick)")
 
     base = sub.add_parser("baselines", help="compare all baselines of a problem")
-    base.add_argument("--problem", default="routing", help="routing (default)")
+    base.add_argument("--problem", default="routing",
+                      help="routing (default), scheduling or autoscaling")
     _scenario_args(base)
 
     run = sub.add_parser("run", help="start a search (offline by default)")
     run.add_argument("config", nargs="?", type=Path, help="a run configuration (TOML)")
-    run.add_argument("--problem", help="routing")
+    run.add_argument("--problem", help="routing, scheduling or autoscaling")
     run.add_argument("--out", help="run folder (default runs/<name>)")
     _budget_args(run)
     run.add_argument("--llm", choices=["offline", "openai"], help="who proposes programs")
