@@ -77,10 +77,12 @@ class Budget:
         return out
 
     def llm_exhausted(self, tokens: int, cost_usd: float) -> str | None:
+        """`tokens` and `cost_usd`: used so far plus what the calls in flight are expected to
+        use (see Engine._llm_projection)."""
         if self.max_tokens and tokens >= self.max_tokens:
-            return f"token budget of {self.max_tokens} reached ({tokens} tokens used)"
+            return f"token budget of {self.max_tokens} reached"
         if self.max_cost_usd and cost_usd >= self.max_cost_usd:
-            return f"cost budget of ${self.max_cost_usd:g} reached (${cost_usd:.4f} spent)"
+            return f"cost budget of ${self.max_cost_usd:g} reached"
         return None
 
     def exhausted(self, evaluations: int, elapsed_s: float, tokens: int = 0,
@@ -167,7 +169,7 @@ class Engine:
                                      summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5)
         self.analyst = LLMAnalyst(self.llm, self.problem, prompts)
         self.supervisor = Supervisor(self.llm, self.problem, prompts)
-        self.concurrency = c.concurrency or self.cfg.evaluation.workers
+        self.concurrency = c.concurrency or 2 * self.cfg.evaluation.workers
 
     # --- counters kept in the store, so budgets and seeds survive restarts --------------------
     def _meta(self, key, default=0):
@@ -187,11 +189,21 @@ class Engine:
 
     def _why_stop(self) -> str | None:
         return self.stopping or self._no_more or self.budget.exhausted(
-            self.evaluations + self._outstanding(), self.elapsed(), self.usage["tokens"],
-            self.usage["cost_usd"])
+            self.evaluations + self._outstanding(), self.elapsed(), *self._llm_projection())
+
+    def _llm_projection(self) -> tuple[int, float]:
+        """Tokens and cost used, plus what the calls still running will probably use (the mean
+        so far per call), so a token or cost budget stops new calls early enough not to be
+        overshot by the ones in flight."""
+        u = self.usage
+        running = len(self.research) + len(self.side)
+        if not running or not u["calls"]:
+            return u["tokens"], u["cost_usd"]
+        return (u["tokens"] + running * u["tokens"] // u["calls"],
+                u["cost_usd"] + running * u["cost_usd"] / u["calls"])
 
     def _llm_budget_out(self) -> bool:
-        return self.budget.llm_exhausted(self.usage["tokens"], self.usage["cost_usd"]) is not None
+        return self.budget.llm_exhausted(*self._llm_projection()) is not None
 
     # --- seeding, proposing ---------------------------------------------------------------------
     def _seed_population(self) -> None:

@@ -61,6 +61,14 @@ class GoAway:
 
 
 ROLES = ("researcher", "analyst", "supervisor")
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def loopback_env(env: dict) -> dict:
+    """`env` without proxy settings, so a client talks to 127.0.0.1 directly, never via a proxy."""
+    out = {k: v for k, v in env.items() if k not in PROXY_VARS}
+    out["NO_PROXY"] = out["no_proxy"] = "127.0.0.1,localhost"
+    return out
 
 
 def role_of(messages: list[dict]) -> str:

@@ -136,7 +136,8 @@ def test_researcher_waits_for_a_pending_analyst_summary():
     fut.set_result(("FRESH-LLM-SUMMARY", None))
     r = Researcher(FakeClient([]), get_problem("routing"), Prompts())
     user = r.messages(snapshot(summaries={"c000007": fut}))[1]["content"]
-    assert "FRESH-LLM-SUMMARY" in user and "PARENT-REASONING" not in user
+    assert "Analyst's reasoning about it:\nFRESH-LLM-SUMMARY\n" in user
+    assert "PARENT-REASONING" not in user
 
 
 def test_every_template_renders_and_overrides_win(tmp_path):

@@ -9,10 +9,17 @@ import pytest
 from glia_evo.config import LLMConfig
 from glia_evo.llm import (LLMClient, LLMError, LLMFatal, LLMUnavailable, pick_model, price)
 from glia_evo.llm.client import retry_after_s
-from llm_server import Drop, GoAway, Hang, Reply, ScriptedServer, Status
+from llm_server import PROXY_VARS, Drop, GoAway, Hang, Reply, ScriptedServer, Status
 
 KEY = "sk-SENTINEL-7f3a9c-never-leak"
 MSGS = [{"role": "user", "content": "hello there"}]
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture

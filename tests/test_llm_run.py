@@ -15,7 +15,7 @@ import pytest
 
 import llm_scripts
 from glia_evo.events import read_events
-from llm_server import GoAway, Hang, Reply, ScriptedServer, Status
+from llm_server import GoAway, Hang, Reply, ScriptedServer, Status, loopback_env
 from population import Store
 
 KEY = "sk-SENTINEL-4d1f0e-glia-never-leak"
@@ -65,7 +65,7 @@ def run(tmp_path, server, *, evals=8, islands=1, supervise=0, budget="", extra="
                                  supervise=supervise, budget=budget, extra=extra,
                                  tournament=tournament))
     out = tmp_path / name
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env = loopback_env({k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"})
     if key is not None:
         env["OPENAI_API_KEY"] = key
     proc = subprocess.run([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
@@ -191,7 +191,7 @@ def assert_summaries_reach_children(cands, log) -> int:
             continue
         parent = re.search(r"# Parent program (c\d+)", r["messages"][1]["content"]).group(1)
         if parent in summarised:
-            assert summarised[parent] in r["messages"][1]["content"]
+            assert f"reasoning about it:\n{summarised[parent]}\n" in r["messages"][1]["content"]
             seen += 1
     return seen
 
@@ -222,14 +222,13 @@ def test_token_budget_stops_the_run_and_resume_continues(tmp_path, server):
     _, meta = candidates(out)
     used = meta["llm"]["tokens"]
     assert used >= 5000 and meta["evaluations"] < 40
-    # at most the calls already running when the budget was reached go over it
+    # calls in flight are reserved at the mean cost of a call: the overshoot stays small
     per_call = max(sum(r["usage"]) for r in server.requests if r.get("usage"))
     assert used < 5000 + 2 * per_call
-    assert [e["reason"] for e in events(out, "stop")] == [f"token budget of 5000 reached "
-                                                          f"({used} tokens used)"]
+    assert [e["reason"] for e in events(out, "stop")] == ["token budget of 5000 reached"]
     before = meta["evaluations"]
 
-    env = dict(os.environ, OPENAI_API_KEY=KEY)
+    env = loopback_env(dict(os.environ, OPENAI_API_KEY=KEY))
     proc = subprocess.run([sys.executable, "-m", "glia_evo.cli", "resume", str(out),
                            "--max-tokens", str(used + 4000), "--quiet"], capture_output=True,
                           text=True, timeout=300, env=env)
@@ -283,7 +282,8 @@ def test_refused_key_stops_the_run_with_one_line_and_no_leak(tmp_path, server):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("glia-evo: error:")]
     assert len(errors) == 1 and "401" in errors[0] and "OPENAI_API_KEY" in errors[0]
     assert "Traceback" not in proc.stderr
-    assert len(server.by_role("researcher")) <= 2               # no retries on a refusal
+    calls = [r["call"] for r in server.by_role("researcher")]
+    assert calls and len(calls) == len(set(calls))               # no retries on a refusal
     assert_key_never_written(out, proc)
 
 

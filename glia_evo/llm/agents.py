@@ -92,7 +92,7 @@ class Researcher:
         fut = snap.summaries.get(cand.id)
         if fut is not None:
             try:
-                text = fut.result(timeout=self.summary_wait_s)
+                text, _ = fut.result(timeout=self.summary_wait_s)   # LLMAnalyst.summarize
             except Exception:   # noqa: BLE001 - a failed Analyst call leaves the stored summary
                 text = None
             if text:
