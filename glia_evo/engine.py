@@ -729,7 +729,10 @@ def _compact_diagnostics(diag: dict | None) -> dict:
     for name, d in (diag or {}).items():
         if isinstance(d, dict) and "router_calls" in d:
             out[name] = {k: d[k] for k in ("load_imbalance_cv_mean", "max_queue_len",
-                                           "slowest_requests") if k in d}
+                                           "slowest_requests", "starvation", "scale_calls")
+                         if k in d}
+            if isinstance(d.get("scale_events"), list):      # autoscaling: the first decisions
+                out[name]["scale_events"] = d["scale_events"][:20]
         else:
             out[name] = d
     return out
