@@ -358,11 +358,13 @@ class Cluster:
         yield self.env.timeout(round(self.autoscale.cold_start_s * PS_PER_S))
         if replica.state == "starting":         # not cancelled meanwhile
             replica.state = "ready"
+            replica.ready_ps = self.env.now
             self.num_ready += 1
             self.call_router()
 
     def _drain(self, replica: Replica) -> None:
         replica.state = "draining"
+        replica.draining_ps = self.env.now
         self.num_ready -= 1
         if not replica.pending and not replica.active:
             self._stop(replica)

@@ -136,8 +136,9 @@ def diagnostics(cluster, records: list[dict], e2e: np.ndarray) -> dict:
     end_s = max(rec["finish_s"] for rec in records)
     if autoscaled:
         for info, r in zip(per_replica, cluster.replicas):
-            info["started_s"] = r.started_ps / PS_PER_S
-            info["stopped_s"] = r.stopped_ps / PS_PER_S if r.stopped_ps is not None else None
+            for key, ps in (("started_s", r.started_ps), ("ready_s", r.ready_ps),
+                            ("draining_s", r.draining_ps), ("stopped_s", r.stopped_ps)):
+                info[key] = ps / PS_PER_S if ps is not None else None
             info["billed_s"] = ((r.stopped_ps / PS_PER_S if r.stopped_ps is not None else end_s)
                                 - r.started_ps / PS_PER_S)
     timeline = []

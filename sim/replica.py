@@ -153,6 +153,8 @@ class Replica:
         self.busy_ps = 0
         self.started_ps = env.now     # billed from here (cold start included) ...
         self.stopped_ps = None        # ... to here, or to the end of the simulation
+        self.ready_ps = env.now if state == "ready" else None
+        self.draining_ps = None
         self.proc = env.process(self._loop())
 
     # --- the cluster's side ----------------------------------------------------------------
