@@ -1,7 +1,15 @@
-"""Simulator speed on the `glia` scenario: simulated requests per second, and fast / reference.
+"""Simulator speed per problem: simulated requests per second, and fast / reference.
 
+- routing: the `glia` scenario (4 x A10), the router under test;
+- scheduling: the scheduling problem's `glia` scenario (llq routing), the scheduler under test;
+- autoscaling: the autoscaling problem's `diurnal` scenario (llq routing), the autoscaler under
+  test.
+Policies are the shipped baselines imported directly (no sandbox), so this measures the simulator.
 Prints figures measured in this one run (machines here are noisy; compare ratios, not absolute
-times across runs). Usage: python benchmarks/bench_sim.py [--seeds 0-9] [--policies llq,hra]
+times across runs). Usage:
+    python benchmarks/bench_sim.py [--seeds 0-9] [--problems routing,scheduling,autoscaling]
+                                   [--policies llq,hra] [--schedulers fcfs,shortest_prompt_first]
+                                   [--scalers threshold,target_utilisation]
 """
 from __future__ import annotations
 
@@ -13,38 +21,88 @@ from sim.policies import load_trusted
 from sim.workload import glia_workload
 
 
-def run(policy: str, seeds: list[int], fast: bool) -> tuple[int, float, list[dict]]:
+def _timed(workload, spec, route, knobs, fast, **policies) -> tuple[float, dict]:
+    t0 = time.process_time()
+    result = simulate(workload, spec, route, knobs, fast=fast, **policies)
+    return time.process_time() - t0, result.metrics
+
+
+def run_routing(policy: str, seeds: list[int], fast: bool):
     requests, elapsed, metrics = 0, 0.0, []
     for seed in seeds:
         workload = glia_workload(seed)
         entry, knobs = load_trusted("routing", policy, seed)
-        t0 = time.process_time()
-        result = simulate(workload, ClusterSpec.uniform(4), entry["route"], knobs, fast=fast)
-        elapsed += time.process_time() - t0
+        dt, m = _timed(workload, ClusterSpec.uniform(4), entry["route"], knobs, fast)
+        elapsed += dt
         requests += len(workload)
-        metrics.append(result.metrics)
+        metrics.append(m)
     return requests, elapsed, metrics
 
 
+def run_problem(problem_name: str, scenario: str, entry: str, policy: str, seeds: list[int],
+                fast: bool):
+    """One baseline of the scheduling or autoscaling problem, routing fixed to llq."""
+    from glia_evo.problems import get_problem
+    sc = get_problem(problem_name).scenario(scenario)
+    requests, elapsed, metrics = 0, 0.0, []
+    for seed in seeds:
+        instance = sc.instances([seed])[0]
+        workload = instance.workload()
+        route = load_trusted("routing", "llq")[0]["route"]
+        fns, knobs = load_trusted(problem_name, policy, seed)
+        kw = ({"schedule": fns[entry], "schedule_knobs": knobs} if entry == "schedule"
+              else {"scale": fns[entry], "scale_knobs": knobs})
+        dt, m = _timed(workload, instance.cluster(), route, None, fast, **kw)
+        elapsed += dt
+        requests += len(workload)
+        metrics.append(m)
+    return requests, elapsed, metrics
+
+
+def report(label: str, run) -> None:
+    n, fast_s, fast_m = run(True)
+    _, ref_s, ref_m = run(False)
+    same = "identical" if fast_m == ref_m else "DIFFERENT"
+    print(f"{label:>26}: fast {n / fast_s:10,.0f} req/s   reference {n / ref_s:10,.0f} req/s"
+          f"   fast/reference speed {ref_s / fast_s:5.2f}x   metrics {same}   ({n} requests)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    if "-" in text:
+        lo, hi = map(int, text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(s) for s in text.split(",")]
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1")
-    ap.add_argument("--policies", default="llq,hra")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1 (autoscaling: diurnal "
+                                                   "seeds exist for 0-4 only)")
+    ap.add_argument("--problems", default="routing,scheduling,autoscaling")
+    ap.add_argument("--policies", default="llq,hra", help="routers")
+    ap.add_argument("--schedulers", default="fcfs,shortest_prompt_first")
+    ap.add_argument("--scalers", default="threshold,target_utilisation")
     args = ap.parse_args()
-    if "-" in args.seeds:
-        lo, hi = map(int, args.seeds.split("-"))
-        seeds = list(range(lo, hi + 1))
-    else:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"glia scenario, seeds {args.seeds}, 4 x A10; CPU time of one process "
-          f"(Vidur: ~26 s for 8,240 requests, ~320 req/s)")
-    for policy in args.policies.split(","):
-        n, fast_s, fast_m = run(policy, seeds, True)
-        _, ref_s, ref_m = run(policy, seeds, False)
-        same = "identical" if fast_m == ref_m else "DIFFERENT"
-        print(f"{policy:>6}: fast {n / fast_s:10,.0f} req/s   reference {n / ref_s:10,.0f} req/s"
-              f"   fast/reference speed {ref_s / fast_s:5.2f}x   metrics {same}"
-              f"   ({n} requests)")
+    seeds = parse_seeds(args.seeds)
+    problems = args.problems.split(",")
+    print("CPU time of one process (Vidur: ~26 s for 8,240 requests, ~320 req/s)")
+    if "routing" in problems:
+        print(f"routing: glia scenario, seeds {args.seeds}, 4 x A10")
+        for policy in args.policies.split(","):
+            report(policy, lambda fast, p=policy: run_routing(p, seeds, fast))
+    if "scheduling" in problems:
+        print(f"scheduling: glia scenario, seeds {args.seeds}, 4 x A10, llq routing")
+        for policy in args.schedulers.split(","):
+            report(policy, lambda fast, p=policy: run_problem(
+                "scheduling", "glia", "schedule", p, seeds, fast))
+    if "autoscaling" in problems:
+        scale_seeds = [s for s in seeds if s <= 4] or [0]
+        print(f"autoscaling: diurnal scenario, seeds {scale_seeds}, A10 replicas 1-8, "
+              f"llq routing")
+        for policy in args.scalers.split(","):
+            report(policy, lambda fast, p=policy: run_problem(
+                "autoscaling", "diurnal", "scale", p, scale_seeds, fast))
 
 
 if __name__ == "__main__":
