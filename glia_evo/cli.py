@@ -6,6 +6,7 @@ that fails), never a traceback. Set GLIA_EVO_DEBUG=1 to see tracebacks of intern
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -69,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
 
     sim = sub.add_parser("simulate", help="simulate one policy (a baseline or a FILE.py)")
-    sim.add_argument("--problem", default="routing",
-                     help="routing (default), scheduling or autoscaling")
+    sim.add_argument("--problem",
+                     help="routing, scheduling or autoscaling (default: the problem whose entry "
+                          "point the policy file defines, or whose baseline it names; else "
+                          "routing)")
     sim.add_argument("--policy", required=True, help="a baseline name or a candidate FILE.py")
     _scenario_args(sim)
     sim.add_argument("--trace", type=Path, help="replay this CSV trace on the scenario's cluster")
@@ -221,8 +224,24 @@ def result_json(problem: Problem, policy: str, result: EvalResult) -> dict:
             "reference": {"policy": problem.reference, problem.metric: result.reference}}
 
 
+def infer_problem(policy: str) -> str:
+    """The problem a policy belongs to, when that is unambiguous: a FILE.py defining exactly one
+    problem's entry point (read, not run), or a baseline name only one problem has."""
+    from sim.policies import ENTRYPOINTS
+    if policy.endswith(".py") or os.sep in policy:
+        try:
+            tree = ast.parse(Path(policy).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            return "routing"      # reading it again reports the problem properly
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        matches = [p for p, entries in ENTRYPOINTS.items() if set(entries) <= defined]
+    else:
+        matches = [p for p in ENTRYPOINTS if policy in baseline_names(p)]
+    return matches[0] if len(matches) == 1 else "routing"
+
+
 def cmd_simulate(args) -> int:
-    problem = _problem(args.problem)
+    problem = _problem(args.problem or infer_problem(args.policy))
     name, source = _policy_source(problem, args.policy)
     instances = _instances(problem, args)
     [result] = evaluate_many([source], problem, instances, workers=args.workers,

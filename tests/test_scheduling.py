@@ -353,8 +353,9 @@ def test_cli_invalid_scheduler_is_one_line(tmp_path):
     path = tmp_path / "dup.py"
     path.write_text("def schedule(pending, active, replica, now, knobs):\n"
                     "    return [q.id for q in pending] * 2\n")
-    proc = cli("simulate", "--problem", "scheduling", "--policy", str(path), "--scenario",
-               "heavy_tail_short", "--seed", "101", "--workers", "1")
+    # no --problem: a file defining `schedule` is a scheduling policy
+    proc = cli("simulate", "--policy", str(path), "--scenario", "heavy_tail_short", "--seed",
+               "101", "--workers", "1")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "invalid" in lines[0] and "twice in one answer" in lines[0]
