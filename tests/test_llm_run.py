@@ -43,7 +43,7 @@ mode = "openai"
 base_url = "{url}"
 models = {{"{model}" = 1.0}}
 timeout_s = 1.0
-max_retries = 6
+max_retries = {retries}
 backoff_base_s = 0.05
 backoff_max_s = 1.0
 supervisor_interval = {supervise}
@@ -59,11 +59,11 @@ def server():
 
 
 def run(tmp_path, server, *, evals=8, islands=1, supervise=0, budget="", extra="",
-        args=(), key=KEY, name="run", tournament=3):
+        args=(), key=KEY, name="run", tournament=3, retries=6):
     cfg = tmp_path / f"{name}.toml"
     cfg.write_text(CONFIG.format(url=server.url, model=MODEL, evals=evals, islands=islands,
                                  supervise=supervise, budget=budget, extra=extra,
-                                 tournament=tournament))
+                                 tournament=tournament, retries=retries))
     out = tmp_path / name
     env = loopback_env({k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"})
     if key is not None:
@@ -272,6 +272,24 @@ def test_endpoint_going_away_mid_run_and_coming_back(tmp_path, server):
     assert any("refused" in e["error"] for e in retries)
     assert meta["llm"]["unavailable"] == 0                      # retries bridged the outage
     assert all(c.operator in ("seed", "llm") for c in cands)
+
+
+def test_endpoint_down_for_good_falls_back_to_offline_and_rule_based_summaries(tmp_path,
+                                                                              server):
+    server.default("researcher", lambda req: Status(503))
+    server.default("analyst", lambda req: Status(500))
+    proc, out = run(tmp_path, server, evals=5, retries=1, extra="concurrency = 1")
+    assert proc.returncode == 0, proc.stderr
+    cands, meta = candidates(out)
+    assert meta["evaluations"] == 5
+    children = [c for c in cands if c.operator != "seed"]
+    assert children and all(c.extra.get("llm_fallback") and c.model is None for c in children)
+    usage = meta["llm"]
+    assert usage["unavailable"] == usage["fallbacks"] == len(children) and usage["children"] == 0
+    assert usage["tokens"] == 0 and usage["calls"] == 0             # nothing was answered
+    assert all(c.reasoning and not c.reasoning.startswith("ANALYST") for c in cands)
+    assert usage["summary_failures"] == len(server.by_role("analyst")) // 2 >= 1
+    assert len(events(out, "llm_error")) == len(children)
 
 
 def test_refused_key_stops_the_run_with_one_line_and_no_leak(tmp_path, server):
