@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive_int, help="parallel evaluations")
     run.add_argument("--seed", type=_seed, help="random seed of the search")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the run "
+                                            "folder)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--no-tuning", action="store_true", help="no Optuna knob tuning")
 
     res = sub.add_parser("resume", help="continue a stopped or killed search")
     res.add_argument("dir", type=Path)
@@ -284,7 +288,10 @@ def cmd_run(args) -> int:
                  "budget.max_evaluations": args.max_evaluations,
                  "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost,
                  "llm.mode": args.llm, "llm.models": args.model, "llm.base_url": args.base_url,
-                 "evaluation.workers": args.workers, "seed": args.seed}
+                 "evaluation.workers": args.workers, "seed": args.seed,
+                 "tracking.uri": args.tracking_uri,
+                 "tracking.enabled": False if args.no_tracking else None,
+                 "tuning.enabled": False if args.no_tuning else None}
     cfg = load_config(args.config, overrides)
     _problem(cfg.problem)
     return runner.start(cfg, progress=not args.quiet)

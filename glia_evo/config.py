@@ -78,6 +78,20 @@ class LLMConfig:
 
 
 @dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = ""                    # default: sqlite:///<run>/mlflow.db, artifacts in the run
+
+
+@dataclass
+class TuningConfig:
+    enabled: bool = True
+    trials: int = 8                  # per study (trial 0 is the program's own knobs)
+    top_fraction: float = 0.25       # programs with KNOBS in their island's top fraction
+    split: str = ""                  # default: evaluation.split
+
+
+@dataclass
 class RunConfig:
     name: str = "routing"
     problem: str = "routing"
@@ -87,6 +101,8 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def run_dir(self) -> Path:
         return Path(self.out or f"runs/{self.name}")
@@ -169,6 +185,8 @@ def _prices_cover_models(c) -> bool:
 
 
 RULES = [
+    ("tuning.trials", lambda c: c.tuning.trials >= 2, "must be >= 2"),
+    ("tuning.top_fraction", lambda c: 0 < c.tuning.top_fraction <= 1, "must be in (0, 1]"),
     ("search.islands", lambda c: c.search.islands >= 1, "must be >= 1"),
     ("search.island_capacity", lambda c: c.search.island_capacity >= 2, "must be >= 2"),
     ("search.tournament", lambda c: c.search.tournament >= 1, "must be >= 1"),

@@ -39,6 +39,8 @@ from .config import RunConfig
 from .events import EventLog
 from .jobs import EvalJob, evaluate_job, reference_job, result_from_outcome
 from .operators.offline import for_problem
+from .tracking import Tracker
+from .tuning_runs import Trial, TuningRuns
 from .problems import get_problem
 
 ELAPSED_KEY = "elapsed_s"
@@ -156,8 +158,20 @@ class Engine:
         self.usage = new_usage()
         self.usage.update(self._meta(LLM_KEY, {}) or {})
         self.supervision = dict(self._meta(SUPERVISOR_KEY, {}) or {})
+        self.tuning = TuningRuns(cfg, self.store, self.islands, run_dir, self._knob_spec)
+        self._submitted = 0
+        self.tracker = (Tracker(run_dir, cfg.tracking.uri or None, run_name=cfg.name)
+                        if cfg.tracking.enabled else None)
         if cfg.llm.mode != OFFLINE:
             self._setup_llm()
+
+    def _knob_spec(self, source: str) -> dict:
+        from sandbox.compile import check_source
+        from sandbox import PolicyCompileError
+        try:
+            return check_source(source, self.problem.entrypoints)
+        except PolicyCompileError:
+            return {}
 
     def _setup_llm(self) -> None:
         from .llm import LLMAnalyst, LLMClient, Prompts, Researcher, Supervisor, api_key_from_env
@@ -188,8 +202,10 @@ class Engine:
         return len(self.inflight) + len(self.ready) + len(self.research)
 
     def _why_stop(self) -> str | None:
+        """Tuning trials count against the evaluation budget like candidates."""
         return self.stopping or self._no_more or self.budget.exhausted(
-            self.evaluations + self._outstanding(), self.elapsed(), *self._llm_projection())
+            self.evaluations + self.tuning.trials + self._outstanding(), self.elapsed(),
+            *self._llm_projection())
 
     def _llm_projection(self) -> tuple[int, float]:
         """Tokens and cost used, plus what the calls still running will probably use (the mean
@@ -554,6 +570,50 @@ class Engine:
                       bar_fitness=bar if bar is not None else 1.0,
                       reference=tuple(sorted(self.reference.items())))
         self.inflight.append((cand, self.pool.submit(evaluate_job, job)))
+        self._submitted += 1
+
+    # --- tuning: trials share the workers with candidates, every other slot --------------------
+    def _trial_turn(self) -> bool:
+        study = self.tuning.study
+        return (study is not None and study.wants_trial() and not self.stopping
+                and self._submitted % 2 == 0)
+
+    def _submit_trial(self) -> None:
+        split = self.cfg.tuning.split or self.cfg.evaluation.split
+        trial, job = self.tuning.next_job(self.problem.name, split,
+                                          tuple(sorted(self.reference.items())))
+        self.inflight.append((trial, self.pool.submit(evaluate_job, job)))
+        self._submitted += 1
+
+    def _process_trial(self, trial: Trial, outcome) -> None:
+        result = result_from_outcome(outcome, self.cfg.evaluation)
+        study = self.tuning.study
+        self.events.write("trial", candidate=study.cand.id, trial=trial.number,
+                          knobs=trial.knobs, status=result.status, fitness=result.fitness)
+        child = self.tuning.told(trial, result)
+        if child is None:
+            if self.tuning.study is None:
+                self.events.write("tuning_done", candidate=study.cand.id, improved=False)
+            return
+        parent = study.cand
+        child.reasoning = analyst.summarize(result if result.status == "ok" else
+                                            _as_result(child), parent.fitness, parent.metrics,
+                                            child.rationale, self.problem.metric)
+        child.evaluated_at = time.time()
+        with self.store.transaction():
+            member = self.islands.insert(child)
+        self.events.write("tuning_done", candidate=parent.id, improved=True, child=child.id,
+                          fitness=child.fitness, member=member)
+        self._track(child)
+        best = self.islands.best()
+        if best is not None and best.id == child.id:
+            self._write_best(best)
+
+    def _track(self, cand: Candidate) -> None:
+        if self.tracker is None:
+            return
+        parent = self.store.get(cand.parents[0]) if cand.parents else None
+        self.tracker.candidate(cand.to_dict(), parent.source if parent else None)
 
     def _process(self, cand: Candidate, outcome) -> None:
         result = result_from_outcome(outcome, self.cfg.evaluation)
@@ -580,6 +640,10 @@ class Engine:
                           status=cand.status, fitness=cand.fitness, member=member,
                           seconds=round(result.duration_s, 3), error=cand.error)
         self._failures_in_row = 0          # the population changed: a fresh chance
+        self._track(cand)
+        if member and self.tuning.consider(cand) is not None:
+            self.events.write("tuning_start", candidate=cand.id,
+                              trials=self.cfg.tuning.trials)
         self._maybe_analyse(cand, parent)
         self._maybe_migrate()
         self._maybe_supervise()
@@ -599,6 +663,8 @@ class Engine:
                 self.store.set_meta(LAST_MIGRATION_KEY, done)
             self.events.write("migration", migrants=[{"id": m.id, "from": m.parents[0],
                                                       "island": m.island} for m in migrants])
+            for m in migrants:
+                self._track(m)
 
     def _write_best(self, best: Candidate) -> None:
         path = self.run_dir / "best.py"
@@ -616,6 +682,8 @@ class Engine:
         self._started = time.monotonic()
         self._elapsed_before = float(self._meta(ELAPSED_KEY, 0.0))
         self.events.write("start", config=self.cfg.to_dict(), evaluations=self.evaluations)
+        if self.tracker is not None:
+            self.tracker.start_search(self.cfg.to_dict())
         self.reference = self._reference()
         self._seed_population()
         backlog = collections.deque(self.store.by_status("pending"))   # seeds or a killed run's
@@ -626,6 +694,10 @@ class Engine:
                 self._collect()
                 why = self._why_stop()
                 while len(self.inflight) < workers:
+                    if not why and self._trial_turn():
+                        self._submit_trial()
+                        why = self._why_stop()
+                        continue
                     if not why and backlog:
                         cand = backlog.popleft()
                     elif self.ready and not self.stopping:
@@ -660,7 +732,10 @@ class Engine:
                 self._wait_any()
                 if self.inflight and self.inflight[0][1].done():
                     cand, future = self.inflight.popleft()
-                    self._process(cand, future.result())
+                    if isinstance(cand, Trial):
+                        self._process_trial(cand, future.result())
+                    else:
+                        self._process(cand, future.result())
             self._finish_side_tasks()
         finally:
             self._checkpoint()
@@ -671,6 +746,15 @@ class Engine:
         best = self.islands.best()
         if best is not None:
             self._write_best(best)
+        if self.tracker is not None:
+            everything = [c.to_dict() for c in self.store.all() if c.status != "pending"]
+            for c in everything:
+                c.pop("extra", None)
+            self.tracker.finish_search(
+                [{"id": c.id, "fitness": c.fitness, "operator": c.operator, "island": c.island}
+                 for c in self.islands.leaderboard(20)],
+                everything, best.to_dict() if best else None,
+                status="KILLED" if self.stopping in ("interrupted", "terminated") else "FINISHED")
         return why
 
     def _wait_any(self, deadline: float | None = None) -> None:
@@ -716,6 +800,11 @@ class Engine:
         return run_status(self.store, self.islands, self.budget, self.elapsed())
 
     def close(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close(timeout_s=120.0)
+            if self.tracker.pending():
+                self.events.write("tracking_backlog", pending=self.tracker.pending(),
+                                  error=self.tracker.last_error)
         if self.llm is not None:
             self._cancel.set()
             self.llm.close()
@@ -740,6 +829,7 @@ def _compact_diagnostics(diag: dict | None) -> dict:
 
 def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float) -> dict:
     evaluations = int(store.get_meta(EVALUATIONS_KEY, 0))
+    trials = int(store.get_meta("trials", 0))
     best = islands.best()
     per_island = []
     for i in range(islands.num_islands):
@@ -752,12 +842,13 @@ def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float)
     cost = float(usage["cost_usd"]) if usage else 0.0
     out = {
         "evaluations": evaluations,
+        "tuning_trials": trials,
         "candidates": len(store),
         "best": {"id": best.id, "fitness": best.fitness, "operator": best.operator,
                  "island": best.island} if best else None,
         "islands": per_island,
         "elapsed_s": round(elapsed_s, 1),
-        "budget_left": budget.left(evaluations, elapsed_s, tokens, cost),
+        "budget_left": budget.left(evaluations + trials, elapsed_s, tokens, cost),
         "rate_per_min": round(evaluations / (elapsed_s / 60), 2) if elapsed_s > 1 else 0.0,
         "statuses": {s: store.count(s) for s in ("ok", "error", "timeout", "crashed", "invalid",
                                                   "rejected", "pending")},
@@ -768,3 +859,9 @@ def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float)
         sup = store.get_meta(SUPERVISOR_KEY)
         out["llm"]["supervisor_review"] = sup.get("review", 0) if sup else 0
     return out
+
+
+def _as_result(cand: Candidate):
+    """A minimal EvalResult-like view of a stored candidate, for the rule-based analyst."""
+    from .evaluation import EvalResult
+    return EvalResult(status=cand.status, fitness=cand.fitness, scenarios=cand.metrics)

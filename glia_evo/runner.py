@@ -113,7 +113,9 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
         engine.close()
         display.close()
     best = status["best"]
-    print(f"stopped: {why}. {status['evaluations']} evaluations in {status['elapsed_s']:.0f} s.")
+    trials = status.get("tuning_trials", 0)
+    print(f"stopped: {why}. {status['evaluations']} evaluations"
+          + (f" and {trials} tuning trials" if trials else "") + f" in {status['elapsed_s']:.0f} s.")
     if "llm" in status:
         print(llm_line(status["llm"]))
     if best:

@@ -1,10 +1,13 @@
 """MLflow tracking off the search's critical path, with a persisted backlog (DESIGN §6).
 
 One parent run per search and one nested run per candidate. The engine only *enqueues*: each
-record is first written as a JSON file in `<run>/tracking_backlog/` and then logged by a background
-thread, which deletes the file once MLflow has it. If the tracking server is unreachable the thread
-retries with back-off while the search goes on; files left behind by a crash or an outage are
-logged on the next start, so nothing is lost. Resume continues the same parent run.
+record is first written as a JSON file in `<run>/tracking_backlog/` and then logged by a separate
+process (`python -m glia_evo.tracking`), which deletes the file once MLflow has it. A process, not
+a thread: the engine forks sandbox workers, and a fork taken while a thread is inside MLflow's
+imports or locks can leave the child waiting forever on a lock nobody will release. If the
+tracking server is unreachable the process retries with back-off while the search goes on; files
+left behind by a crash or an outage are logged on the next start, so nothing is lost. Resume
+continues the same parent run.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import difflib
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,27 +37,28 @@ def metric_key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-. :/" else "/" for ch in name)
 
 
+STOP_FILE = "STOP"
+STATUS_FILE = "tracking_status.json"
+
+
 class Tracker:
+    """The engine's side: writes records to the backlog and runs the logging process."""
+
     def __init__(self, run_dir: Path, tracking_uri: str | None = None, run_name: str = "search",
                  retry_s: float = 2.0):
         self.run_dir = run_dir
         self.uri = tracking_uri or default_uri(run_dir)
-        self.run_name = run_name
-        self.retry_s = retry_s
         self.backlog = run_dir / "tracking_backlog"
         self.backlog.mkdir(exist_ok=True)
+        (self.backlog / STOP_FILE).unlink(missing_ok=True)
+        (run_dir / STATUS_FILE).unlink(missing_ok=True)     # a previous session's verdict
         self._seq = max((int(p.stem) for p in self.backlog.glob("*.json")), default=0)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = False
-        self._client = None
-        self.parent_run_id: str | None = None
-        self.errors = 0
-        self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._loop, name="mlflow-tracker", daemon=True)
-        self._thread.start()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "glia_evo.tracking", str(run_dir), self.uri, run_name,
+             str(retry_s)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(run_dir / "tracking.log", "a"), start_new_session=False)
 
-    # --- the engine's side: cheap, never blocks on MLflow -------------------------------------
     def enqueue(self, kind: str, **payload) -> None:
         with self._lock:
             self._seq += 1
@@ -60,7 +66,6 @@ class Tracker:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"kind": kind, **payload}, default=str))
             os.replace(tmp, path)
-        self._wake.set()
 
     def start_search(self, config: dict) -> None:
         self.enqueue("start", config=config)
@@ -76,26 +81,63 @@ class Tracker:
     def pending(self) -> int:
         return len(list(self.backlog.glob("*.json")))
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        """Give the backlog `timeout_s` to drain (what is left is logged on the next start)."""
-        deadline = time.monotonic() + timeout_s
-        while self.pending() and time.monotonic() < deadline and self._thread.is_alive():
-            self._wake.set()
-            time.sleep(0.05)
-        self._stop = True
-        self._wake.set()
-        self._thread.join(timeout=5)
+    def status(self) -> dict:
+        try:
+            return json.loads((self.run_dir / STATUS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
 
-    # --- the background thread --------------------------------------------------------------
-    def _loop(self) -> None:
+    @property
+    def last_error(self) -> str | None:
+        return self.status().get("last_error")
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Let the process drain the backlog for up to `timeout_s` (less if the server is
+        unreachable); whatever is left is logged on the next start."""
+        (self.backlog / STOP_FILE).write_text("stop")
+        deadline = time.monotonic() + timeout_s
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if self.status().get("failing"):
+                break
+            time.sleep(0.05)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class TrackerProcess:
+    """The logging process: replays the backlog into MLflow, in order, until told to stop."""
+
+    def __init__(self, run_dir: Path, uri: str, run_name: str, retry_s: float):
+        self.run_dir = run_dir
+        self.uri = uri
+        self.run_name = run_name
+        self.retry_s = retry_s
+        self.backlog = run_dir / "tracking_backlog"
+        self._client = None
+        self.parent_run_id: str | None = None
+        self.errors = 0
+
+    def _status(self, failing: bool, error: str | None) -> None:
+        path = self.run_dir / STATUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"failing": failing, "last_error": error,
+                                   "errors": self.errors}))
+        os.replace(tmp, path)
+
+    def loop(self) -> None:
+        parent = os.getppid()
         delay = self.retry_s
         while True:
             files = sorted(self.backlog.glob("*.json"))
+            stop = (self.backlog / STOP_FILE).exists() or os.getppid() != parent
             if not files:
-                if self._stop:
+                if stop:
                     return
-                self._wake.wait(0.5)
-                self._wake.clear()
+                time.sleep(0.2)
                 continue
             try:
                 self._ensure_client()
@@ -103,20 +145,26 @@ class Tracker:
                     self._log(json.loads(path.read_text()))
                     path.unlink()
                 delay = self.retry_s
+                self._status(False, None)
             except Exception as exc:   # unreachable server, locked db...: retry later
                 self.errors += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("MLflow tracking failed (%s); will retry", self.last_error)
-                if self._stop:
+                self._client = None
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("MLflow tracking failed (%s); will retry", error)
+                self._status(True, error)
+                if stop:
                     return
-                self._wake.wait(delay)
-                self._wake.clear()
+                time.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
     def _ensure_client(self) -> None:
         if self._client is not None:
             return
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # this thread retries with its own back-off: MLflow's (minutes per call) would only
+        # delay noticing an outage
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
         client = MlflowClient(tracking_uri=self.uri)
         exp = client.get_experiment_by_name(EXPERIMENT)
@@ -229,3 +277,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def main(argv: list[str]) -> int:
+    run_dir, uri, run_name, retry_s = argv
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the engine decides when tracking stops
+    TrackerProcess(Path(run_dir), uri, run_name, float(retry_s)).loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

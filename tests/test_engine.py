@@ -28,12 +28,16 @@ workers = 2
 split = "quick"
 cascade = false
 timeout_s = 120.0
+[tuning]
+enabled = {tuning}
 """
 
 
-def write_config(tmp_path: Path, evals=16, seeds='["llq", "round_robin"]', seed=0) -> Path:
-    path = tmp_path / f"cfg_{evals}_{seed}.toml"
-    path.write_text(CONFIG.format(evals=evals, seeds=seeds, seed=seed))
+def write_config(tmp_path: Path, evals=16, seeds='["llq", "round_robin"]', seed=0,
+                 tuning=True) -> Path:
+    path = tmp_path / f"cfg_{evals}_{seed}_{tuning}.toml"
+    path.write_text(CONFIG.format(evals=evals, seeds=seeds, seed=seed,
+                                  tuning=str(tuning).lower()))
     return path
 
 
@@ -59,7 +63,10 @@ def evaluation_events(run_dir: Path) -> list[str]:
 
 
 def test_sigkill_then_resume_loses_nothing_and_matches_an_uninterrupted_run(tmp_path):
-    cfg = write_config(tmp_path, evals=20)
+    # Tuning off: Optuna's journal is written outside the SQLite transactions, so trials that
+    # were running at the kill are failed and re-asked, which can change later proposals
+    # (README, "Determinism"). Everything else must resume exactly.
+    cfg = write_config(tmp_path, evals=20, tuning=False)
     straight = tmp_path / "straight"
     proc = glia("run", str(cfg), "--out", str(straight), "--quiet")
     assert proc.returncode == 0, proc.stderr

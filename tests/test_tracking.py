@@ -1,0 +1,151 @@
+"""MLflow tracking end to end: a real MLflow server on loopback, read through its REST API."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from glia_evo.ui import command, wait_until_up
+from population import Store
+
+CONFIG = """
+name = "trk"
+seed = 0
+[search]
+islands = 2
+island_capacity = 4
+seeds = ["round_robin", "llq"]
+migration_interval = 4
+[budget]
+max_evaluations = {evals}
+[evaluation]
+workers = 2
+split = "quick"
+cascade = false
+[tuning]
+trials = 2
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def glia(*args):
+    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
+                          text=True, timeout=900)
+
+
+class Server:
+    def __init__(self, store_dir: Path, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(command(store_dir, port), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        assert wait_until_up(self.url, self.proc), "mlflow server did not start"
+
+    def post(self, path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{self.url}/api/2.0/mlflow/{path}",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def runs(self) -> list[dict]:
+        exps = self.post("experiments/search", {"max_results": 100})["experiments"]
+        [exp] = [e for e in exps if e["name"] == "glia-evo"]
+        out, token = [], None
+        while True:
+            body = {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
+            if token:
+                body["page_token"] = token
+            page = self.post("runs/search", body)
+            out += page.get("runs", [])
+            token = page.get("next_page_token")
+            if not token:
+                return out
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def tags(run: dict) -> dict:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+def check_store_matches_mlflow(run_dir: Path, runs: list[dict]) -> None:
+    store = Store(run_dir / "state.sqlite", create=False)
+    cands = {c.id: c for c in store.all() if c.status != "pending"}
+    store.close()
+    [parent] = [r for r in runs if tags(r).get("glia.kind") == "search"]
+    nested = {tags(r)["glia.candidate"]: r for r in runs if tags(r).get("glia.kind") == "candidate"}
+    assert set(nested) == set(cands)                 # every candidate, exactly once
+    for cid, run in nested.items():
+        t = tags(run)
+        assert t["mlflow.parentRunId"] == parent["info"]["run_id"]
+        assert t["glia.parents"] == ",".join(cands[cid].parents)
+        fitness = [m for m in run["data"]["metrics"] if m["key"] == "fitness"]
+        assert fitness and fitness[0]["value"] == pytest.approx(cands[cid].fitness)
+    # walk the best candidate's lineage back to a seed through the parent tags
+    best = max(cands.values(), key=lambda c: c.fitness)
+    cid, hops = best.id, 0
+    while tags(nested[cid])["glia.parent"]:
+        cid = tags(nested[cid])["glia.parent"]
+        hops += 1
+        assert hops < 500
+    assert tags(nested[cid])["glia.operator"] == "seed"
+    return parent
+
+
+def test_mlflow_server_shows_the_search_and_every_candidate(tmp_path):
+    cfg = tmp_path / "trk.toml"
+    cfg.write_text(CONFIG.format(evals=14))
+    run = tmp_path / "run"
+    proc = glia("run", str(cfg), "--out", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert not list((run / "tracking_backlog").glob("*.json"))
+    server = Server(run, free_port())
+    try:
+        runs = server.runs()
+        parent = check_store_matches_mlflow(run, runs)
+        params = {p["key"]: p["value"] for p in parent["data"]["params"]}
+        assert params["search.islands"] == "2" and params["problem"] == "routing"
+    finally:
+        server.stop()
+    arts = run / "mlartifacts"
+    assert list(arts.rglob("lineage.html")) and list(arts.rglob("lineage.json"))
+    assert list(arts.rglob("program.py")) and list(arts.rglob("diff.patch"))
+    assert list(arts.rglob("reasoning.md")) and list(arts.rglob("report.json"))
+
+
+def test_unreachable_tracking_server_is_caught_up_after_it_returns(tmp_path):
+    port = free_port()
+    cfg = tmp_path / "trk.toml"
+    cfg.write_text(CONFIG.format(evals=6))
+    run = tmp_path / "run"
+    started = time.monotonic()
+    proc = glia("run", str(cfg), "--out", str(run), "--quiet", "--tracking-uri",
+                f"http://127.0.0.1:{port}")
+    assert proc.returncode == 0, proc.stderr
+    backlog = list((run / "tracking_backlog").glob("*.json"))
+    assert backlog, "records should wait in the backlog while the server is down"
+
+    store_dir = tmp_path / "server"
+    store_dir.mkdir()
+    server = Server(store_dir, port)
+    try:
+        proc = glia("resume", str(run), "--quiet", "--max-evaluations", "8")
+        assert proc.returncode == 0, proc.stderr
+        assert not list((run / "tracking_backlog").glob("*.json"))
+        check_store_matches_mlflow(run, server.runs())
+    finally:
+        server.stop()
