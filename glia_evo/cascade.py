@@ -47,22 +47,32 @@ def evaluate_cascade(source: str, problem: Problem, *,
         pool = make_pool(workers, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s)
     try:
         [first] = evaluate_many([source], problem, stage1, knobs=knobs, seed=seed, pool=pool)
-        bar = threshold * baseline_fitness
-        info = {"stage": 1, "passed": False, "threshold": threshold,
-                "baseline_fitness": baseline_fitness, "bar": bar,
-                "stage1_status": first.status, "stage1_fitness": first.fitness,
-                "stage1_instances": [i.name for i in stage1],
-                "stage1_duration_s": first.duration_s}
-        if first.status != "ok" or first.fitness < bar:
-            first.diagnostics["cascade"] = info
+        info = screen(first, stage1, threshold, baseline_fitness)
+        if not info["passed"]:
             return first
         [second] = evaluate_many([source], problem, stage2, knobs=knobs, seed=seed, pool=pool)
     finally:
         if own:
             pool.shutdown(wait=True, kill=True)
-    info.update(stage=2, passed=True, stage2_status=second.status,
-                stage2_fitness=second.fitness, stage2_instances=[i.name for i in stage2],
-                stage2_duration_s=second.duration_s)
+    return combine(second, info, stage2)
+
+
+def screen(first: EvalResult, stage1: list[Instance], threshold: float,
+           baseline_fitness: float) -> dict:
+    """Judge a stage-1 result; records the verdict in its diagnostics and returns it."""
+    bar = threshold * baseline_fitness
+    info = {"stage": 1, "passed": first.status == "ok" and first.fitness >= bar,
+            "threshold": threshold, "baseline_fitness": baseline_fitness, "bar": bar,
+            "stage1_status": first.status, "stage1_fitness": first.fitness,
+            "stage1_instances": [i.name for i in stage1], "stage1_duration_s": first.duration_s}
+    first.diagnostics["cascade"] = info
+    return info
+
+
+def combine(second: EvalResult, info: dict, stage2: list[Instance]) -> EvalResult:
+    """The stage-2 result, with both stages recorded and both durations counted."""
+    info = dict(info, stage=2, stage2_status=second.status, stage2_fitness=second.fitness,
+                stage2_instances=[i.name for i in stage2], stage2_duration_s=second.duration_s)
     second.diagnostics["cascade"] = info
-    second.duration_s += first.duration_s
+    second.duration_s += info["stage1_duration_s"]
     return second

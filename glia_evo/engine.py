@@ -37,7 +37,8 @@ from sim.policies import baseline_source
 from . import analyst
 from .config import RunConfig
 from .events import EventLog
-from .jobs import EvalJob, evaluate_job, reference_job, result_from_outcome
+from .jobs import EvalJob, evaluate_job, reference_job
+from .parallel import outcome_to_result
 from .operators.offline import for_problem
 from .tracking import Tracker
 from .tuning_runs import Trial, TuningRuns
@@ -586,7 +587,8 @@ class Engine:
         self._submitted += 1
 
     def _process_trial(self, trial: Trial, outcome) -> None:
-        result = result_from_outcome(outcome, self.cfg.evaluation)
+        result = outcome_to_result(outcome, self.cfg.tuning.split or self.cfg.evaluation.split,
+                                   self.pool)
         study = self.tuning.study
         self.events.write("trial", candidate=study.cand.id, trial=trial.number,
                           knobs=trial.knobs, status=result.status, fitness=result.fitness)
@@ -616,7 +618,7 @@ class Engine:
         self.tracker.candidate(cand.to_dict(), parent.source if parent else None)
 
     def _process(self, cand: Candidate, outcome) -> None:
-        result = result_from_outcome(outcome, self.cfg.evaluation)
+        result = outcome_to_result(outcome, self.cfg.evaluation.split, self.pool)
         parent = self.store.get(cand.parents[0]) if cand.parents else None
         cand.status = result.status
         cand.fitness = result.fitness if result.status == "ok" else 0.0

@@ -1,4 +1,4 @@
-"""The evaluation job the engine sends to a sandbox worker, and how its outcome is read back.
+"""The evaluation job the engine sends to a sandbox worker (one candidate, all its stages).
 
 `evaluate_job` runs inside a worker process (under the pool's time, CPU and memory limits): an
 optional quick first stage, then the configured split. A candidate whose first stage falls below
@@ -36,45 +36,24 @@ def reference_job(problem_name: str, splits: tuple[str, ...]) -> dict:
 
 
 def evaluate_job(job: EvalJob) -> EvalResult:
+    """One candidate in one sandbox process: the cascade's two stages run here in sequence
+    (`glia_evo.cascade` judges them), so the engine needs one job per candidate."""
+    from .cascade import combine, screen
     problem = get_problem(job.problem)
     knobs = dict(job.knobs) or None
     reference = dict(job.reference)
     if job.cascade:
-        first = evaluate(job.source, problem, problem.split(job.cascade_split), knobs=knobs,
-                         seed=job.seed, reference=reference)
-        bar = job.threshold * job.bar_fitness
-        info = {"stage": 1, "stage1_fitness": first.fitness, "bar": bar,
-                "threshold": job.threshold}
-        if first.status != "ok" or first.fitness < bar:
+        stage1 = problem.split(job.cascade_split)
+        first = evaluate(job.source, problem, stage1, knobs=knobs, seed=job.seed,
+                         reference=reference)
+        info = screen(first, stage1, job.threshold, job.bar_fitness)
+        if not info["passed"]:
             if first.status == "ok":
                 first.status = "rejected"
                 first.error = (f"first stage fitness {first.fitness:.3f} below the bar "
-                               f"{bar:.3f} ({job.threshold} x {job.bar_fitness:.3f})")
-            first.diagnostics["cascade"] = info
+                               f"{info['bar']:.3f} ({job.threshold} x {job.bar_fitness:.3f})")
             return first
-    result = evaluate(job.source, problem, problem.split(job.split), knobs=knobs, seed=job.seed,
+    stage2 = problem.split(job.split)
+    result = evaluate(job.source, problem, stage2, knobs=knobs, seed=job.seed,
                       reference=reference)
-    if job.cascade:
-        result.diagnostics["cascade"] = {**info, "stage": 2}
-        result.duration_s += first.duration_s
-    return result
-
-
-def result_from_outcome(outcome, evaluation_cfg) -> EvalResult:
-    """Map a sandbox JobOutcome to an EvalResult (the pool's view of what happened)."""
-    status = outcome.status
-    if status == "ok":
-        return outcome.value
-    if status == "timeout":
-        return EvalResult(status="timeout", error=f"evaluation exceeded the time limit of "
-                                                  f"{evaluation_cfg.timeout_s:g} s",
-                          duration_s=outcome.duration_s)
-    if status == "memory":
-        return EvalResult(status="crashed", error=f"evaluation exceeded the memory limit of "
-                                                  f"{evaluation_cfg.memory_mb} MiB",
-                          duration_s=outcome.duration_s)
-    if status == "crashed":
-        return EvalResult(status="crashed", error=outcome.error or "the worker process died",
-                          duration_s=outcome.duration_s)
-    return EvalResult(status="error", error=outcome.error or "evaluation failed",
-                      duration_s=outcome.duration_s)
+    return combine(result, info, stage2) if job.cascade else result

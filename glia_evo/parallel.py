@@ -120,9 +120,11 @@ def _memory_text(pool: WorkerPool) -> str:
     return f"exceeded the memory limit of {pool.memory_mb:g} MiB"
 
 
-def outcome_to_result(outcome: JobOutcome, instance: Instance, pool: WorkerPool) -> EvalResult:
-    """The EvalResult of one (program, instance) job, whatever happened to its process."""
-    name = instance.name
+def outcome_to_result(outcome: JobOutcome, instance: Instance | str,
+                      pool: WorkerPool) -> EvalResult:
+    """The EvalResult of one job (an instance, or a split's name for a multi-instance job),
+    whatever happened to its process."""
+    name = instance if isinstance(instance, str) else instance.name
     if outcome.status == "ok":
         result = outcome.value
         if not isinstance(result, EvalResult):
