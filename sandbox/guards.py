@@ -39,6 +39,7 @@ DENIED_ATTRIBUTES = frozenset(INSPECT_ATTRIBUTES) | {
 }
 
 _MISSING = object()
+GUARDED_READS = DENIED_ATTRIBUTES | {"format", "format_map"}
 
 
 def forbidden_import_message(name: str) -> str:
@@ -61,7 +62,38 @@ def restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
         value = getattr(module, item, None)
         if isinstance(value, types.ModuleType) and not _allowed_module(value):
             raise ImportError(forbidden_import_message(value.__name__))
-    return module
+    return module_proxy(module)
+
+
+_PROXIES: dict[str, types.ModuleType] = {}
+
+
+def module_proxy(module: types.ModuleType) -> types.ModuleType:
+    """A copy of an allowed module's public names without the foreign modules it imported
+    (`statistics.sys`, `collections.abc.sys`); allowed submodules are proxied in turn.
+    Candidates read module attributes without a guard call, so this is what keeps them in."""
+    proxy = _PROXIES.get(module.__name__)
+    if proxy is None:
+        proxy = types.ModuleType(module.__name__, getattr(module, "__doc__", None))
+        _PROXIES[module.__name__] = proxy
+        removed = set()
+        for key, value in vars(module).items():
+            if key.startswith("_"):
+                continue
+            if isinstance(value, types.ModuleType):
+                if not _allowed_module(value):
+                    removed.add(key)
+                    continue
+                value = module_proxy(value)
+            setattr(proxy, key, value)
+
+        def missing(name, _module=module.__name__, _removed=frozenset(removed)):
+            if name in _removed:      # say why, as the guard does
+                raise AttributeError(f"module '{_module}' attribute '{name}' is a forbidden "
+                                     f"module")
+            raise AttributeError(f"module '{_module}' has no attribute '{name}'")
+        proxy.__getattr__ = missing
+    return proxy
 
 
 def guarded_getattr(ob, name, default=_MISSING):
@@ -130,6 +162,19 @@ class PolicyTransformer(RestrictingNodeTransformer):
     """RestrictedPython's policy, except that `counts[k] += 1` is allowed (it refuses
     augmented item assignment outright; LLM-written policies use it constantly).
     It becomes `_inplaceitem_(counts, k, '+=', 1)`, as safe as `counts[k] = counts[k] + 1`."""
+
+    def visit_Attribute(self, node: ast.Attribute):
+        """Reading a plain public attribute (`r.free_blocks`) compiles to a plain read: the
+        guard call per read cost policies 2-3x their speed. What the guard adds to such a read
+        is covered elsewhere: names starting with `_` are refused at compile time (by the
+        parent class, for every other case), the inspect and frame names, `mro` and the
+        `str.format*` methods still go through `_getattr_`, and allowed modules are handed out
+        as proxies without their foreign modules (`statistics.sys`), see `restricted_import`."""
+        if (isinstance(node.ctx, ast.Load) and not node.attr.startswith("_")
+                and not node.attr.endswith("__roles__") and node.attr not in GUARDED_READS):
+            node.value = self.visit(node.value)
+            return node
+        return super().visit_Attribute(node)
 
     def visit_AugAssign(self, node: ast.AugAssign):
         target = node.target
