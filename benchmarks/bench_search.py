@@ -1,8 +1,11 @@
-"""Offline search from `round_robin` on `glia`: engine overhead per candidate and best fitness.
+"""Offline search from `round_robin` on `glia`, and the cost of tracking and tuning.
 
-One run of `glia-evo run` (2 workers, 200 evaluations, seeds 0 and 1 of `glia` as the training
-split, the quick first stage on) measured from the inside: the engine's own CPU time and the
-workers' idle time per candidate, and the best fitness reached against llq (1.0) and hra.
+1. One run of `glia-evo run` (2 workers, 200 evaluations, seeds 0 and 1 of `glia` as the
+   training split, the quick first stage on, MLflow tracking and Optuna tuning on) measured from
+   the inside: the engine's own CPU time and the workers' idle time per candidate, the best
+   fitness reached against llq (1.0) and hra, and the time a tuning trial takes.
+2. Two short identical searches (quick split, tuning off), tracking on and off, alternated:
+   evaluations per second with tracking / without.
 Usage: python benchmarks/bench_search.py [--evaluations 200] [--workers 2] [--out DIR]
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 
 from glia_evo.config import load
+from glia_evo.events import read_events
 from glia_evo.evaluation import evaluate
 from glia_evo.problems import get_problem
 from glia_evo.runner import start
@@ -72,6 +76,51 @@ def main() -> None:
     print(f"best fitness from round_robin: {best.fitness:.4f} ({best.id}, {best.operator}); "
           f"llq = 1.0000, hra = {hra.fitness:.4f} on the same split")
     print(f"best / llq = {best.fitness:.3f}x, best / hra = {best.fitness / hra.fitness:.3f}x")
+    trials = [e for e in read_events(out / "events.jsonl") if e["event"] == "trial"]
+    if trials:
+        per = sum(e["seconds"] for e in trials) / len(trials)
+        per_eval = busy / n
+        print(f"tuning: {len(trials)} trials, {per:.2f} s per trial "
+              f"({per / per_eval:.2f}x a candidate evaluation)")
+    tracking_ratio(out.parent, args.workers)
+
+
+QUICK = """
+name = "track"
+seed = 1
+[search]
+islands = 2
+island_capacity = 6
+seeds = ["round_robin", "llq"]
+[budget]
+max_evaluations = 40
+[evaluation]
+workers = {workers}
+split = "quick"
+cascade = false
+[tuning]
+enabled = false
+[tracking]
+enabled = {tracking}
+"""
+
+
+def tracking_ratio(base: Path, workers: int, rounds: int = 2) -> None:
+    """Evaluations/s with tracking on / off, from alternated identical searches."""
+    rates = {True: [], False: []}
+    for r in range(rounds):
+        for tracking in (True, False):
+            out = base / f"track_{tracking}_{r}"
+            shutil.rmtree(out, ignore_errors=True)
+            path = base / f"track_{tracking}.toml"
+            path.write_text(QUICK.format(workers=workers, tracking=str(tracking).lower()))
+            cfg = load(path, {"out": str(out)})
+            t0 = time.perf_counter()
+            start(cfg, progress=False)
+            rates[tracking].append(40 / (time.perf_counter() - t0))
+    on, off = max(rates[True]), max(rates[False])
+    print(f"tracking on / off: {on:.2f} / {off:.2f} evaluations/s = {on / off:.3f}x "
+          f"(target >= 0.95x; best of {rounds} alternated runs each)")
 
 
 if __name__ == "__main__":

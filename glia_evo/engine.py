@@ -591,7 +591,8 @@ class Engine:
                                    self.pool)
         study = self.tuning.study
         self.events.write("trial", candidate=study.cand.id, trial=trial.number,
-                          knobs=trial.knobs, status=result.status, fitness=result.fitness)
+                          knobs=trial.knobs, status=result.status, fitness=result.fitness,
+                          seconds=round(result.duration_s, 3))
         child = self.tuning.told(trial, result)
         if child is None:
             if self.tuning.study is None:
