@@ -161,7 +161,9 @@ def status(run_dir: Path) -> dict:
 def print_status(info: dict) -> None:
     best = info["best"]
     left = info["budget_left"]
+    trials = info.get("tuning_trials", 0)
     print(f"run {info['run']} ({info['problem']}): {info['evaluations']} evaluations, "
+          + (f"{trials} tuning trials, " if trials else "") +
           f"{info['candidates']} candidates, {info['elapsed_s']:.0f} s searched, "
           f"{info['rate_per_min']} evaluations/min")
     extra = "".join([f", {left['tokens']} tokens" if "tokens" in left else "",
