@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -118,6 +119,7 @@ class TrackerProcess:
         self.retry_s = retry_s
         self.backlog = run_dir / "tracking_backlog"
         self._client = None
+        self._known: dict | None = None
         self.parent_run_id: str | None = None
         self.errors = 0
 
@@ -215,13 +217,13 @@ class TrackerProcess:
         from mlflow.entities import Metric, Param, RunTag
         client, parent = self._client, self._parent()
         # idempotent: a record replayed after a crash finds its run instead of adding one
-        found = client.search_runs([self._experiment_id],
-                                   filter_string=f"tags.`glia.candidate` = '{cand['id']}'",
-                                   max_results=1)
+        known = self._candidate_runs()
+        found = [client.get_run(known[cand["id"]])] if cand["id"] in known else []
         run_id = found[0].info.run_id if found else client.create_run(
             self._experiment_id, run_name=cand["id"],
             tags={"mlflow.parentRunId": parent, "glia.candidate": cand["id"],
                   "glia.kind": "candidate"}).info.run_id
+        known[cand["id"]] = run_id
         now = int(time.time() * 1000)
         parents = cand.get("parents") or []
         tags = [RunTag("glia.parent", parents[0] if parents else ""),
@@ -240,18 +242,36 @@ class TrackerProcess:
                 if isinstance(v, (int, float)):
                     metrics.append(Metric(metric_key(f"{scen}/{k}"), float(v), now, 0))
         client.log_batch(run_id, metrics=metrics[:900], params=params, tags=tags)
-        client.log_text(run_id, cand["source"], "program.py")
-        client.log_text(run_id, cand.get("reasoning") or "", "reasoning.md")
-        client.log_text(run_id, cand.get("rationale") or "", "rationale.md")
         report = {k: cand.get(k) for k in ("id", "status", "fitness", "error", "metrics",
                                            "parents", "operator", "island", "generation")}
         report["diagnostics"] = (cand.get("extra") or {}).get("diagnostics")
-        client.log_text(run_id, json.dumps(report, indent=2, default=str), "report.json")
         diff = "".join(difflib.unified_diff((parent_source or "").splitlines(True),
                                             cand["source"].splitlines(True),
                                             "parent/program.py", "program.py"))
-        client.log_text(run_id, diff, "diff.patch")
+        files = {"program.py": cand["source"], "reasoning.md": cand.get("reasoning") or "",
+                 "rationale.md": cand.get("rationale") or "", "diff.patch": diff,
+                 "report.json": json.dumps(report, indent=2, default=str)}
+        with tempfile.TemporaryDirectory() as tmp:     # one upload instead of five
+            for name, text in files.items():
+                Path(tmp, name).write_text(text, encoding="utf-8")
+            client.log_artifacts(run_id, tmp)
         client.set_terminated(run_id, "FINISHED" if cand["status"] == "ok" else "FAILED")
+
+    def _candidate_runs(self) -> dict:
+        """candidate id -> MLflow run id of the runs already logged (read once per process)."""
+        if self._known is None:
+            self._known = {}
+            token = None
+            while True:
+                page = self._client.search_runs([self._experiment_id],
+                                                filter_string="tags.`glia.kind` = 'candidate'",
+                                                max_results=1000, page_token=token)
+                for run in page:
+                    self._known[run.data.tags["glia.candidate"]] = run.info.run_id
+                token = page.token
+                if not token:
+                    break
+        return self._known
 
     def _log_finish(self, item: dict) -> None:
         from mlflow.entities import Metric
@@ -284,6 +304,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the engine decides when tracking stops
+    os.nice(5)                  # the sandbox workers come first; the backlog waits if it must
     TrackerProcess(Path(run_dir), uri, run_name, float(retry_s)).loop()
     return 0
 
