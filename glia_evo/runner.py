@@ -121,8 +121,9 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} (operator {best['operator']}, "
               f"island {best['island']}) -> {run_dir / 'best.py'}")
-    print(f"next: glia-evo status {run_dir}   |   glia-evo simulate --policy "
-          f"{run_dir / 'best.py'} --scenario glia   |   glia-evo resume {run_dir} --minutes 30")
+    print(f"next: glia-evo status {run_dir}   |   glia-evo simulate --problem {cfg.problem} "
+          f"--policy {run_dir / 'best.py'} --split test   |   glia-evo export {run_dir} --out "
+          f"policy.py   |   glia-evo ui {run_dir}   |   glia-evo resume {run_dir} --minutes 30")
     if engine.fatal:
         print(f"glia-evo: error: {engine.fatal}", file=sys.stderr)
         return 1
