@@ -563,10 +563,12 @@ class Engine:
 
     # --- evaluation -----------------------------------------------------------------------------
     def _submit(self, cand: Candidate) -> None:
+        """Evaluations use the policy rng seed base 0 whatever the run's seed (common random
+        numbers; `glia-evo simulate` and tuning trials do the same, so fitness reproduces)."""
         e = self.cfg.evaluation
         bar = cand.extra.get("parent_stage1") if cand.operator != "seed" else None
         job = EvalJob(source=cand.source, problem=self.problem.name, split=e.split,
-                      seed=self.cfg.seed, cascade=e.cascade and cand.operator != "seed",
+                      seed=0, cascade=e.cascade and cand.operator != "seed",
                       cascade_split=e.cascade_split, threshold=e.cascade_threshold,
                       bar_fitness=bar if bar is not None else 1.0,
                       reference=tuple(sorted(self.reference.items())))
