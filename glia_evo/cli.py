@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--candidate", help="candidate id (default: the best)")
     exp.add_argument("--out", type=Path, required=True, help="FILE.py to write")
 
+    rep = sub.add_parser("report", help="the best candidate and the baselines on held-out "
+                                        "scenarios (table + plots in DIR/report/)")
+    rep.add_argument("dir", type=Path)
+    rep.add_argument("--split", default="test", help="default: test (never used for selection)")
+    rep.add_argument("--no-baselines", action="store_true", help="only the reference baseline")
+    rep.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+
     ui = sub.add_parser("ui", help="the MLflow UI for a run, on 127.0.0.1")
     ui.add_argument("dir", type=Path)
     ui.add_argument("--port", type=_positive_int, default=5000)
@@ -320,6 +328,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .heldout import ReportError, heldout, markdown
+    from .runner import load_run_config
+    cfg = load_run_config(args.dir)
+    try:
+        report = heldout(args.dir, cfg.problem, args.split, args.workers,
+                         include_baselines=not args.no_baselines)
+    except ReportError as exc:
+        raise UserError(str(exc)) from None
+    out = args.dir / "report"
+    if cfg.tracking.enabled:
+        from .tracking import Tracker
+        tracker = Tracker(args.dir, cfg.tracking.uri or None, run_name=cfg.name)
+        tracker.files(sorted(out.iterdir()), "report")
+        tracker.close(timeout_s=60)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(markdown(report))
+        print(f"written: {out / 'heldout.md'}, {out / 'heldout.json'}, "
+              f"{out / 'heldout.png'}, {out / 'fitness_over_time.png'}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     from .ui import serve
     try:
@@ -348,7 +380,7 @@ def load_config(path, overrides):
 
 COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run,
             "resume": cmd_resume, "status": cmd_status, "export": cmd_export,
-            "ui": cmd_ui}
+            "ui": cmd_ui, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,9 @@ class Tracker:
         self.enqueue("finish", leaderboard=leaderboard, candidates=candidates, best=best,
                      status=status)
 
+    def files(self, paths: list[Path], folder: str) -> None:
+        self.enqueue("files", paths=[str(p.resolve()) for p in paths], folder=folder)
+
     def pending(self) -> int:
         return len(list(self.backlog.glob("*.json")))
 
@@ -199,6 +202,10 @@ class TrackerProcess:
             self._log_candidate(item["candidate"], item.get("parent_source"))
         elif kind == "finish":
             self._log_finish(item)
+        elif kind == "files":
+            for path in item["paths"]:
+                if Path(path).exists():
+                    self._client.log_artifact(self._parent(), path, item.get("folder"))
 
     def _log_start(self, config: dict) -> None:
         from mlflow.entities import Param

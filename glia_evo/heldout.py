@@ -1,0 +1,118 @@
+"""The held-out report: the best candidate and every baseline on the test split.
+
+The test split's scenarios are never used for selection, so this is the honest number to quote.
+`glia-evo report DIR` writes `report/heldout.json`, `report/heldout.md` (the table) and two PNGs
+to the run folder: fitness over time per island, and the best candidate against the baselines
+per scenario. The files are also handed to MLflow when tracking is on.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from population import Store, StoreError
+from sim.policies import baseline_names, baseline_source
+
+from .parallel import evaluate_many
+from .problems import get_problem
+
+
+class ReportError(Exception):
+    """Nothing to report on: one line for the user."""
+
+
+def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int | None = None,
+            include_baselines: bool = True) -> dict:
+    problem = get_problem(problem_name)
+    try:
+        store = Store(run_dir / "state.sqlite", create=False)
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    try:
+        cands = [c for c in store.all() if c.status == "ok" and c.operator != "migration"]
+        if not cands:
+            raise ReportError(f"{run_dir} has no evaluated candidate yet")
+        best = max(cands, key=lambda c: c.fitness)
+        history = sorted(((c.evaluated_at or c.created_at, c.island, c.fitness) for c in cands))
+    finally:
+        store.close()
+    try:
+        instances = problem.split(split)
+    except KeyError as exc:
+        raise ReportError(exc.args[0]) from None
+    names = baseline_names(problem.name) if include_baselines else [problem.reference]
+    sources = [best.source] + [baseline_source(problem.name, n) for n in names]
+    results = evaluate_many(sources, problem, instances, workers=workers)
+    rows = [{"policy": f"best ({best.id})", "status": results[0].status,
+             "fitness": results[0].fitness, "error": results[0].error,
+             "scenarios": {k: v.get(problem.metric) for k, v in results[0].scenarios.items()}}]
+    for name, res in zip(names, results[1:]):
+        rows.append({"policy": name, "status": res.status, "fitness": res.fitness,
+                     "error": res.error,
+                     "scenarios": {k: v.get(problem.metric) for k, v in res.scenarios.items()}})
+    report = {"problem": problem.name, "split": split, "metric": problem.metric,
+              "reference": problem.reference, "best": {"id": best.id,
+                                                       "train_fitness": best.fitness},
+              "rows": rows, "instances": [i.name for i in instances]}
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    (out / "heldout.json").write_text(json.dumps(report, indent=2))
+    (out / "heldout.md").write_text(markdown(report))
+    _plots(out, report, history)
+    return report
+
+
+def markdown(report: dict) -> str:
+    inst = report["instances"]
+    head = ["policy", "fitness"] + inst
+    lines = [f"# Held-out report: {report['problem']}, split '{report['split']}'", "",
+             f"Fitness = geometric mean over the split of {report['reference']} / policy "
+             f"({report['metric']}, lower is better in the scenario columns).", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row in report["rows"]:
+        cells = [row["policy"], f"{row['fitness']:.4f}" if row["status"] == "ok" else
+                 row["status"]]
+        cells += [f"{row['scenarios'].get(i, float('nan')):.3f}" if i in row["scenarios"]
+                  else "-" for i in inst]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(out: Path, report: dict, history: list[tuple]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    t0 = history[0][0]
+    for island in sorted({h[1] for h in history}):
+        best, xs, ys = 0.0, [], []
+        for t, isl, fit in history:
+            if isl == island:
+                best = max(best, fit)
+                xs.append((t - t0) / 60)
+                ys.append(best)
+        ax.step(xs, ys, where="post", label=f"island {island}")
+    ax.set_xlabel("minutes since the first evaluation")
+    ax.set_ylabel("best fitness (training split)")
+    ax.set_title("Best fitness over time per island")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "fitness_over_time.png", dpi=100)
+    plt.close(fig)
+
+    rows = [r for r in report["rows"] if r["status"] == "ok"]
+    inst = report["instances"]
+    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(inst)), 4))
+    width = 0.8 / max(1, len(rows))
+    for k, row in enumerate(rows):
+        ax.bar([i + k * width for i in range(len(inst))],
+               [row["scenarios"].get(name, 0) for name in inst], width, label=row["policy"])
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(inst))], inst, rotation=30,
+                  ha="right")
+    ax.set_ylabel(report["metric"])
+    ax.set_title(f"Best candidate vs baselines on the '{report['split']}' split")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(out / "heldout.png", dpi=100)
+    plt.close(fig)
