@@ -168,13 +168,21 @@ def test_llm_search_improves_recovers_repairs_and_steers(tmp_path, server):
     assert any(c.reasoning.startswith("ANALYST-SUMMARY-") for c in cands)
     assert_summaries_reach_children(cands, log)
 
-    # the Supervisor's notes: in the run folder, and in every later Researcher prompt
+    # the Supervisor's notes: in the run folder, and in later Researcher prompts. Not "every"
+    # later prompt: a call prepared from a snapshot taken just before a review lands (and then
+    # delayed by a retry) legitimately carries the older notes; test_llm_answers checks that a
+    # snapshot's notes always reach its prompt.
     notes = (out / "supervisor_notes.md").read_text()
     assert notes.count("## Review ") >= 2 and "SUPERVISOR-NOTES-1" in notes
     reviews = [r for r in log if r["role"] == "supervisor"]
     assert "Leaderboard" in reviews[0]["messages"][1]["content"]
-    later = [r for r in log if r["role"] == "researcher" and r["t"] > reviews[0]["t"] + 0.5]
-    assert later and all("SUPERVISOR-NOTES-" in r["messages"][1]["content"] for r in later)
+    researcher = [r for r in log if r["role"] == "researcher"]
+    with_notes = [r for r in researcher if "SUPERVISOR-NOTES-" in r["messages"][1]["content"]]
+    assert with_notes and with_notes[0]["t"] > reviews[0]["t"]
+    import re
+    for r in with_notes:       # only notes the Supervisor really wrote
+        for tag in re.findall(r"SUPERVISOR-NOTES-\d+", r["messages"][1]["content"]):
+            assert tag in notes
     assert usage["reviews"] >= 2
 
     assert_key_never_written(out, proc)
