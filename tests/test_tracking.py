@@ -113,10 +113,13 @@ def test_mlflow_server_shows_the_search_and_every_candidate(tmp_path):
     proc = glia("run", str(cfg), "--out", str(run), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert not list((run / "tracking_backlog").glob("*.json"))
+    # resume continues the same parent run
+    proc = glia("resume", str(run), "--quiet", "--max-evaluations", "18")
+    assert proc.returncode == 0, proc.stderr
     server = Server(run, free_port())
     try:
         runs = server.runs()
-        parent = check_store_matches_mlflow(run, runs)
+        parent = check_store_matches_mlflow(run, runs)   # exactly one parent run
         params = {p["key"]: p["value"] for p in parent["data"]["params"]}
         assert params["search.islands"] == "2" and params["problem"] == "routing"
     finally:
