@@ -152,3 +152,31 @@ def test_unreachable_tracking_server_is_caught_up_after_it_returns(tmp_path):
         check_store_matches_mlflow(run, server.runs())
     finally:
         server.stop()
+
+
+def test_ui_serves_the_run_on_loopback_and_stops_on_ctrl_c(tmp_path):
+    import signal
+    cfg = tmp_path / "trk.toml"
+    cfg.write_text(CONFIG.format(evals=3).replace("trials = 2", "enabled = false"))
+    run = tmp_path / "run"
+    assert glia("run", str(cfg), "--out", str(run), "--quiet").returncode == 0
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "ui", str(run), "--port",
+                           str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ui.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in line, (line, ui.stderr.read() if ui.poll() else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+            assert resp.status == 200
+        ui.send_signal(signal.SIGINT)
+        assert ui.wait(timeout=30) == 0
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_ui_without_a_tracking_store_is_one_line(tmp_path):
+    proc = glia("ui", str(tmp_path), "--port", str(free_port()))
+    assert proc.returncode == 2 and "no MLflow store" in proc.stderr
