@@ -53,8 +53,9 @@ def summarize(result, parent_fitness: float | None, parent_metrics: dict | None,
                 change = m[metric] / old - 1
                 (worse if change > 0.02 else better if change < -0.02 else []).append(
                     f"{name} {change:+.0%}")
+        label = "Latency" if metric.endswith("e2e_s") else metric
         if better:
-            parts.append("Latency better on " + ", ".join(better) + ".")
+            parts.append(f"{label} better on " + ", ".join(better) + ".")
         if worse:
             parts.append("Worse on " + ", ".join(worse) + ".")
     diag = result.diagnostics or {}
@@ -62,8 +63,8 @@ def summarize(result, parent_fitness: float | None, parent_metrics: dict | None,
     completed = sum(m.get("completed", 0) for m in result.scenarios.values()) or 1
     if restarts / completed > 0.1:
         parts.append(f"Evidence: {restarts} evictions+restarts for {completed} requests — the KV "
-                     f"cache is overcommitted; hold requests in the global queue or reserve "
-                     f"headroom before dispatching.")
+                     f"cache is overcommitted; admit or dispatch less work while memory is "
+                     f"short, or reserve headroom for growing outputs.")
     imbalance = [d.get("load_imbalance_cv_mean", 0) for d in diag.values() if isinstance(d, dict)]
     if imbalance and max(imbalance) > 0.5:
         parts.append(f"Load imbalance across replicas is high (CV up to {_fmt(max(imbalance))}); "
