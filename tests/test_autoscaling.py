@@ -21,6 +21,7 @@ from sim import ClusterSpec, PolicyInvalid, ReplicaSpec, simulate
 from sim import workload as wl
 from sim.cluster import AutoscaleSpec
 from sim.policies import baseline_names, load_trusted
+from cli_helpers import run_glia as cli
 
 PROBLEM = get_problem("autoscaling")
 BASELINES = ["fixed", "threshold", "target_utilisation"]
@@ -352,9 +353,6 @@ def test_replicas_option_sets_the_most_the_autoscaler_may_use():
     assert c.autoscale.max_replicas == 12 and len(c.replicas) == len(scenario.cluster.replicas)
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_cli_baselines_json():

@@ -11,6 +11,7 @@ import pytest
 
 from glia_evo.events import read_events
 from population import Store
+from cli_helpers import run_glia as glia
 
 CONFIG = """
 name = "t"
@@ -41,9 +42,6 @@ def write_config(tmp_path: Path, evals=16, seeds='["llq", "round_robin"]', seed=
     return path
 
 
-def glia(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
-                          text=True, timeout=900, **kw)
 
 
 def population(run_dir: Path) -> list[tuple]:

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+from cli_helpers import run_glia as glia
 from population import Store
 
 CONFIG = """
@@ -48,9 +49,6 @@ print("standalone ok", answer)
 """
 
 
-def glia(*args):
-    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
-                          text=True, timeout=900)
 
 
 def test_export_best_runs_standalone_and_reproduces_fitness(tmp_path):

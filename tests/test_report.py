@@ -1,7 +1,6 @@
 """The held-out report: best candidate and baselines on a split never used for selection."""
 import json
-import subprocess
-import sys
+from cli_helpers import run_glia as glia
 
 CONFIG = """
 name = "rep"
@@ -21,9 +20,6 @@ enabled = false
 """
 
 
-def glia(*args):
-    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
-                          text=True, timeout=900)
 
 
 def test_report_table_plots_and_mlflow(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from glia_evo.evaluation import EvalResult, evaluate, policy_seed
 from glia_evo.parallel import evaluate_many, outcome_to_result, resolve_limits
-from glia_evo.problems import Instance, Scenario, get_problem
+from glia_evo.problems import Scenario, get_problem
 from sandbox import JobOutcome, WorkerPool
 from sim import ClusterSpec, ReplicaSpec, simulate
 from sim.policies import baseline_names, baseline_source, load_trusted

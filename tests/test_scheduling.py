@@ -19,8 +19,9 @@ from glia_evo.problems import Scenario, get_problem
 from sim import ClusterSpec, RequestSpec, simulate
 from sim import profiles as sim_profiles
 from sim import workload as wl
-from sim.policies import baseline_names, baseline_source, load_trusted
+from sim.policies import baseline_names, load_trusted
 from sim.profiles import GpuProfile
+from cli_helpers import run_glia as cli
 
 PROBLEM = get_problem("scheduling")
 BASELINES = ["fcfs", "shortest_prompt_first", "aging"]
@@ -329,9 +330,6 @@ def test_problem_has_the_splits_the_engine_uses():
     assert "schedule(pending, active, replica, now, knobs)" in PROBLEM.description
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_cli_baselines_json():

@@ -3,7 +3,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from glia_evo.ui import command, wait_until_up
 from population import Store
+from cli_helpers import run_glia as glia
 
 CONFIG = """
 name = "trk"
@@ -37,9 +37,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def glia(*args):
-    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
-                          text=True, timeout=900)
 
 
 class Server:
@@ -135,7 +132,6 @@ def test_unreachable_tracking_server_is_caught_up_after_it_returns(tmp_path):
     cfg = tmp_path / "trk.toml"
     cfg.write_text(CONFIG.format(evals=6))
     run = tmp_path / "run"
-    started = time.monotonic()
     proc = glia("run", str(cfg), "--out", str(run), "--quiet", "--tracking-uri",
                 f"http://127.0.0.1:{port}")
     assert proc.returncode == 0, proc.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from glia_evo.events import read_events
 from population import Store
+from cli_helpers import run_glia as glia
 
 CONFIG = """
 name = "faults"
@@ -43,9 +44,6 @@ def start(tmp_path: Path, evals: int, split: str = "quick") -> tuple[subprocess.
     return proc, out
 
 
-def glia(*args):
-    return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 def wait_for(out: Path, n: int, timeout_s: float = 300) -> None:
