@@ -75,12 +75,10 @@ def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
 
 
 def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
-    from sandbox.pool import WorkerPool
+    from .executors import make_executor
 
-    e = cfg.evaluation
     display = Display(cfg, enabled=progress)
-    pool = WorkerPool(e.workers, timeout_s=e.timeout_s, memory_mb=e.memory_mb,
-                      cpu_s=e.timeout_s)
+    pool = make_executor(cfg.evaluation)
     try:
         engine = Engine(cfg, run_dir, pool, progress=display.update)
     except StoreError as exc:
