@@ -46,6 +46,8 @@ class EvaluationConfig:
     cascade_threshold: float = 0.8
     timeout_s: float = 300.0
     memory_mb: int = 2048
+    executor: str = "local"          # local | dask-local (a LocalCluster) | dask (a scheduler)
+    scheduler: str = ""              # the Dask scheduler's address when executor = "dask"
 
 
 @dataclass
@@ -202,6 +204,10 @@ RULES = [
      "must be between 0 and 10"),
     ("evaluation.timeout_s", lambda c: c.evaluation.timeout_s > 0, "must be > 0"),
     ("evaluation.memory_mb", lambda c: c.evaluation.memory_mb >= 256, "must be >= 256"),
+    ("evaluation.executor", lambda c: c.evaluation.executor in ("local", "dask-local", "dask"),
+     "must be 'local', 'dask-local' or 'dask'"),
+    ("evaluation.scheduler", lambda c: c.evaluation.executor != "dask" or bool(c.evaluation.scheduler),
+     "is needed with executor 'dask' (e.g. --scheduler tcp://HOST:8786)"),
     ("budget.max_tokens", lambda c: c.budget.max_tokens >= 0, "must be >= 0 (0 = no limit)"),
     ("budget.max_cost_usd", lambda c: c.budget.max_cost_usd >= 0, "must be >= 0 (0 = no limit)"),
     ("llm.mode", lambda c: c.llm.mode in ("offline", "openai"), "must be 'offline' or 'openai'"),

@@ -692,7 +692,7 @@ class Engine:
         self.reference = self._reference()
         self._seed_population()
         backlog = collections.deque(self.store.by_status("pending"))   # seeds or a killed run's
-        workers = self.cfg.evaluation.workers
+        workers = getattr(self.pool, "workers", self.cfg.evaluation.workers)
         why = None
         try:
             while True:
