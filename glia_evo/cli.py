@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LLM model(s), with sampling weights for an ensemble")
     run.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. "
                                         "http://localhost:8000/v1 (default: OpenAI)")
-    run.add_argument("--workers", type=_positive_int, help="parallel evaluations")
+    _executor_args(run)
     run.add_argument("--seed", type=_seed, help="random seed of the search")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in the run "
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="continue a stopped or killed search")
     res.add_argument("dir", type=Path)
     _budget_args(res)
+    _executor_args(res)
     res.add_argument("--quiet", action="store_true", help="no progress display")
 
     exp = sub.add_parser("export", help="write a candidate as a standalone Python module")
@@ -290,13 +291,31 @@ def cmd_baselines(args) -> int:
     return 1 if failed else 0
 
 
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=_positive_int,
+                   help="parallel evaluations (dask-local: worker processes)")
+    p.add_argument("--executor", choices=["local", "dask-local", "dask"],
+                   help="where evaluations run: this machine's sandbox pool (default), a Dask "
+                        "LocalCluster, or a Dask cluster (--scheduler)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="the Dask scheduler's address (implies --executor dask)")
+
+
+def _executor_overrides(args) -> dict:
+    executor = args.executor or ("dask" if args.scheduler else None)
+    if args.scheduler and executor != "dask":
+        raise UserError(f"--scheduler needs --executor dask, not {executor}")
+    return {"evaluation.workers": args.workers, "evaluation.executor": executor,
+            "evaluation.scheduler": args.scheduler}
+
+
 def cmd_run(args) -> int:
     from . import runner
     overrides = {"problem": args.problem, "out": args.out, "budget.minutes": args.minutes,
                  "budget.max_evaluations": args.max_evaluations,
                  "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost,
                  "llm.mode": args.llm, "llm.models": args.model, "llm.base_url": args.base_url,
-                 "evaluation.workers": args.workers, "seed": args.seed,
+                 **_executor_overrides(args), "seed": args.seed,
                  "tracking.uri": args.tracking_uri,
                  "tracking.enabled": False if args.no_tracking else None,
                  "tuning.enabled": False if args.no_tuning else None}
@@ -308,7 +327,8 @@ def cmd_run(args) -> int:
 def cmd_resume(args) -> int:
     from . import runner
     overrides = {"budget.minutes": args.minutes, "budget.max_evaluations": args.max_evaluations,
-                 "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost}
+                 "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost,
+                 **_executor_overrides(args)}
     return runner.resume(args.dir, {k: v for k, v in overrides.items() if v is not None},
                          progress=not args.quiet)
 
@@ -386,10 +406,11 @@ COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
+    from .dask_executor import ExecutorError
     from .runner import RunError
     try:
         return COMMANDS[args.command](args)
-    except (UserError, TraceError, ConfigError, RunError) as exc:
+    except (UserError, TraceError, ConfigError, RunError, ExecutorError) as exc:
         print(f"glia-evo: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:   # e.g. a workload that cannot run on the chosen cluster

@@ -1,0 +1,197 @@
+"""The Dask executor: real worker processes over TCP on loopback, containment on every worker,
+a worker killed mid-evaluation, and a search whose results equal the local pool's."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from glia_evo.dask_executor import DaskExecutor  # noqa: E402
+from cli_helpers import run_glia  # noqa: E402
+from test_engine import population, write_config  # noqa: E402
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+# --- jobs (module-level so the workers can unpickle them) ------------------------------------------
+def job_pids(x):
+    return x * 2, os.getppid()          # the job runs in a process forked by the Dask worker
+
+
+def job_slow_pids(seconds):
+    time.sleep(seconds)
+    return os.getppid()
+
+
+def job_exit():
+    os._exit(3)
+
+
+def job_hog():
+    return len(bytearray(8 << 30))
+
+
+def job_loop():
+    while True:
+        pass
+
+
+@pytest.fixture(scope="module")
+def executor():
+    ex = DaskExecutor.local(2, timeout_s=3, memory_mb=512)
+    yield ex
+    ex.shutdown()
+
+
+def _worker_pids(ex) -> dict[str, int]:
+    return ex.client.run(os.getpid)
+
+
+def test_jobs_run_in_contained_processes_on_the_workers(executor):
+    workers = _worker_pids(executor)
+    assert executor.workers == 2 and len(workers) == 2
+    outcomes = [executor.submit(job_pids, i).result(timeout=60) for i in range(6)]
+    assert [o.status for o in outcomes] == ["ok"] * 6
+    assert [o.value[0] for o in outcomes] == [0, 2, 4, 6, 8, 10]
+    assert {o.value[1] for o in outcomes} <= set(workers.values())   # forked by a worker
+
+
+def test_containment_holds_on_a_worker_and_the_worker_survives(executor):
+    before = _worker_pids(executor)
+    died = executor.submit(job_exit).result(timeout=60)
+    hog = executor.submit(job_hog).result(timeout=60)
+    loop = executor.submit(job_loop).result(timeout=60)
+    assert (died.status, died.exitcode) == ("crashed", 3)
+    assert hog.status == "memory" and "512 MiB" in hog.error
+    assert loop.status == "timeout" and "3 s" in loop.error
+    assert _worker_pids(executor) == before          # no worker died or restarted
+
+
+def test_a_worker_killed_mid_evaluation_loses_no_job():
+    with DaskExecutor.local(2, timeout_s=60, memory_mb=512) as ex:
+        workers = _worker_pids(ex)
+        future = ex.submit(job_slow_pids, 3.0)
+        deadline = time.monotonic() + 30
+        victim = None
+        while victim is None and time.monotonic() < deadline:   # the worker running the job
+            victim = next((pid for pid in workers.values() if _children(pid)), None)
+            time.sleep(0.02)
+        assert victim is not None, "the job never started on a worker"
+        os.kill(victim, signal.SIGKILL)
+        outcome = future.result(timeout=90)
+        assert outcome.status == "ok", outcome.error
+        assert outcome.value != victim and _pid_alive(outcome.value)   # retried elsewhere
+
+
+def test_shutdown_resolves_what_is_still_queued():
+    ex = DaskExecutor.local(1, timeout_s=60, memory_mb=512)
+    futures = [ex.submit(job_slow_pids, 5.0) for _ in range(3)]
+    ex.shutdown()
+    outcomes = [f.result(timeout=30) for f in futures]
+    assert {o.status for o in outcomes} == {"crashed"}
+    assert all("shut down" in o.error for o in outcomes)
+    with pytest.raises(RuntimeError):
+        ex.submit(job_pids, 1)
+
+
+# --- whole searches --------------------------------------------------------------------------------
+def _run_pid_children_with_jobs(run_pid: int) -> list[int]:
+    """Dask worker processes of a dask-local run (children of the run) that run a job now."""
+    return [pid for pid in _children(run_pid) if _children(pid)]
+
+
+def test_search_on_dask_with_a_worker_killed_equals_the_local_search(tmp_path):
+    cfg = write_config(tmp_path, evals=14, tuning=False)
+    local = run_glia("run", str(cfg), "--out", str(tmp_path / "local"), "--quiet",
+                     "--no-tracking")
+    assert local.returncode == 0, local.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
+                             str(tmp_path / "dask"), "--quiet", "--no-tracking",
+                             "--executor", "dask-local", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 120
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            busy = _run_pid_children_with_jobs(proc.pid)
+            if busy and (tmp_path / "dask" / "state.sqlite").exists():
+                killed = busy[0]
+                os.kill(killed, signal.SIGKILL)      # a Dask worker, in the middle of a job
+            time.sleep(0.01)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "no worker was seen running a job"
+    assert proc.returncode == 0, err
+    assert "14 evaluations" in out
+    assert population(tmp_path / "dask") == population(tmp_path / "local")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_search_on_a_dask_scheduler_with_separately_started_workers(tmp_path):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                                          "127.0.0.1", "--port", str(port),
+                                          "--dashboard-address", ":0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                                  "--nthreads", "2", "--nworkers", "1",
+                                                  "--memory-limit", "0", "--host",
+                                                  "127.0.0.1", "--no-dashboard"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        cfg = write_config(tmp_path, evals=8, tuning=False)
+        res = run_glia("run", str(cfg), "--out", str(tmp_path / "remote"), "--quiet",
+                       "--no-tracking", "--scheduler", address, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert "8 evaluations" in res.stdout
+        local = run_glia("run", str(cfg), "--out", str(tmp_path / "local"), "--quiet",
+                         "--no-tracking")
+        assert population(tmp_path / "remote") == population(tmp_path / "local")
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_an_unreachable_scheduler_is_one_clear_line(tmp_path):
+    cfg = write_config(tmp_path, evals=4, tuning=False)
+    res = run_glia("run", str(cfg), "--out", str(tmp_path / "r"), "--quiet",
+                   "--scheduler", f"tcp://127.0.0.1:{_free_port()}", timeout=120,
+                   env={**os.environ, "GLIA_EVO_DASK_CONNECT_TIMEOUT_S": "2"})
+    assert res.returncode == 2
+    assert res.stderr.startswith("glia-evo: error: cannot reach the Dask scheduler at tcp://")
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
