@@ -5,6 +5,7 @@ silently runs the default instead. The resolved configuration is written to the 
 """
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -94,6 +95,13 @@ class TuningConfig:
 
 
 @dataclass
+class ReportConfig:
+    at_end: bool = True              # the held-out report when a run stops normally
+    split: str = "test"              # a split never used for selection
+    baselines: bool = True           # false: only the reference baseline (faster)
+
+
+@dataclass
 class RunConfig:
     name: str = "routing"
     problem: str = "routing"
@@ -105,6 +113,7 @@ class RunConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def run_dir(self) -> Path:
         return Path(self.out or f"runs/{self.name}")
@@ -113,7 +122,14 @@ class RunConfig:
         return asdict(self)
 
     def dump(self, path: Path) -> None:
-        path.write_text(tomli_w.dumps(self.to_dict()))
+        """Written to a temporary file and renamed: a failed write (a full disk) never leaves a
+        run folder with a truncated config.toml."""
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(tomli_w.dumps(self.to_dict()))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _check(obj, prefix: str, data: dict) -> None:
@@ -169,6 +185,14 @@ def _table_value(name: str, value):
     if isinstance(value, list) and all(number(v) for v in value):
         return [float(v) for v in value]
     raise ConfigError(f"{name!r} must be a number or a list of numbers, got {value!r}")
+
+
+def _report_split_ok(c) -> bool:
+    from .problems import get_problem
+    try:
+        return c.report.split in get_problem(c.problem).splits
+    except KeyError:
+        return True           # an unknown problem is reported as such, by the command line
 
 
 def _models_ok(c) -> bool:
@@ -230,6 +254,8 @@ RULES = [
     ("llm.prices", _prices_cover_models,
      "needs a price for every model used when budget.max_cost_usd is set"),
     ("seed", lambda c: c.seed >= 0, "must be >= 0"),
+    ("report.split", _report_split_ok,
+     "must be one of the problem's splits (test, validation, train, quick)"),
 ]
 
 
