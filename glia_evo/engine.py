@@ -742,8 +742,13 @@ class Engine:
                     else:
                         self._process(cand, future.result())
             self._finish_side_tasks()
-        finally:
-            self._checkpoint()
+        except BaseException:
+            try:
+                self._checkpoint()
+            except Exception:   # noqa: BLE001 - e.g. a full disk: the error that stopped the
+                pass            # run is the one to report (elapsed time is also in each result)
+            raise
+        self._checkpoint()
         why = why or self.stopping or "done"
         self.events.write("stop", reason=why, evaluations=self.evaluations,
                           **({"llm": {k: self.usage[k] for k in ("calls", "tokens", "cost_usd")}}
@@ -804,17 +809,31 @@ class Engine:
     def status(self) -> dict:
         return run_status(self.store, self.islands, self.budget, self.elapsed())
 
-    def close(self) -> None:
+    def close(self, tracking_timeout_s: float = 120.0) -> None:
+        """Close everything, each part even if another one fails (e.g. on a full disk); the
+        first error is raised at the end. Records the tracker could not log stay in the backlog
+        and are logged on the next start."""
+        errors = []
         if self.tracker is not None:
-            self.tracker.close(timeout_s=120.0)
-            if self.tracker.pending():
-                self.events.write("tracking_backlog", pending=self.tracker.pending(),
-                                  error=self.tracker.last_error)
+            try:
+                self.tracker.close(timeout_s=tracking_timeout_s)
+                if self.tracker.pending():
+                    self.events.write("tracking_backlog", pending=self.tracker.pending(),
+                                      error=self.tracker.last_error)
+            except Exception as exc:   # noqa: BLE001
+                errors.append(exc)
+                if self.tracker.proc.poll() is None:
+                    self.tracker.proc.terminate()
         if self.llm is not None:
             self._cancel.set()
             self.llm.close()
-        self.events.close()
-        self.store.close()
+        for closer in (self.events.close, self.store.close):
+            try:
+                closer()
+            except Exception as exc:   # noqa: BLE001
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
 
 def _compact_diagnostics(diag: dict | None) -> dict:
