@@ -2,8 +2,8 @@
 127.0.0.1 (tests/llm_server.py), with the real `openai` client: the Researcher improving on its
 seed with full-program and diff answers, retries on 429 / 500 / a hung call, a malformed answer
 repaired and one discarded, the Analyst's summaries and the Supervisor's notes reaching later
-prompts, token and cost budgets, the endpoint going away and coming back, a refused key, and the
-API key never written anywhere."""
+prompts, token and cost budgets, a refused key, and the API key never written anywhere. The
+endpoint's outages are in tests/faults/test_outages.py."""
 import json
 import os
 import re
@@ -15,7 +15,7 @@ import pytest
 
 import llm_scripts
 from glia_evo.events import read_events
-from llm_server import GoAway, Hang, Reply, ScriptedServer, Status, loopback_env
+from llm_server import Hang, Reply, ScriptedServer, Status, loopback_env
 from population import Store
 
 KEY = "sk-SENTINEL-4d1f0e-glia-never-leak"
@@ -266,40 +266,6 @@ def test_cost_budget_and_mixed_mode(tmp_path, server):
             expected += (r["usage"][0] * p[0] + r["usage"][1] * p[1]) / 1e6
     assert meta["llm"]["cost_usd"] == pytest.approx(expected)
     assert {r["model"] for r in server.by_role("analyst")} <= {"cheap"}
-
-
-def test_endpoint_going_away_mid_run_and_coming_back(tmp_path, server):
-    server.script("researcher", [lambda req: Reply(llm_scripts.child_answer(req)),
-                                 GoAway(1.5)])
-    proc, out = run(tmp_path, server, evals=6, extra="analyst = false")
-    assert proc.returncode == 0, proc.stderr
-    cands, meta = candidates(out)
-    assert meta["evaluations"] == 6 and not [c for c in cands if c.status == "pending"]
-    assert server.outages, "the server never went away"
-    began, back = server.outages[0]
-    assert any(r["t"] > back for r in server.requests)          # it was used again
-    retries = events(out, "llm_retry")
-    assert any("refused" in e["error"] for e in retries)
-    assert meta["llm"]["unavailable"] == 0                      # retries bridged the outage
-    assert all(c.operator in ("seed", "llm") for c in cands)
-
-
-def test_endpoint_down_for_good_falls_back_to_offline_and_rule_based_summaries(tmp_path,
-                                                                              server):
-    server.default("researcher", lambda req: Status(503))
-    server.default("analyst", lambda req: Status(500))
-    proc, out = run(tmp_path, server, evals=5, retries=1, extra="concurrency = 1")
-    assert proc.returncode == 0, proc.stderr
-    cands, meta = candidates(out)
-    assert meta["evaluations"] == 5
-    children = [c for c in cands if c.operator != "seed"]
-    assert children and all(c.extra.get("llm_fallback") and c.model is None for c in children)
-    usage = meta["llm"]
-    assert usage["unavailable"] == usage["fallbacks"] == len(children) and usage["children"] == 0
-    assert usage["tokens"] == 0 and usage["calls"] == 0             # nothing was answered
-    assert all(c.reasoning and not c.reasoning.startswith("ANALYST") for c in cands)
-    assert usage["summary_failures"] == len(server.by_role("analyst")) // 2 >= 1
-    assert len(events(out, "llm_error")) == len(children)
 
 
 def test_refused_key_stops_the_run_with_one_line_and_no_leak(tmp_path, server):

@@ -127,29 +127,6 @@ def test_mlflow_server_shows_the_search_and_every_candidate(tmp_path):
     assert list(arts.rglob("reasoning.md")) and list(arts.rglob("report.json"))
 
 
-def test_unreachable_tracking_server_is_caught_up_after_it_returns(tmp_path):
-    port = free_port()
-    cfg = tmp_path / "trk.toml"
-    cfg.write_text(CONFIG.format(evals=6))
-    run = tmp_path / "run"
-    proc = glia("run", str(cfg), "--out", str(run), "--quiet", "--tracking-uri",
-                f"http://127.0.0.1:{port}")
-    assert proc.returncode == 0, proc.stderr
-    backlog = list((run / "tracking_backlog").glob("*.json"))
-    assert backlog, "records should wait in the backlog while the server is down"
-
-    store_dir = tmp_path / "server"
-    store_dir.mkdir()
-    server = Server(store_dir, port)
-    try:
-        proc = glia("resume", str(run), "--quiet", "--max-evaluations", "8")
-        assert proc.returncode == 0, proc.stderr
-        assert not list((run / "tracking_backlog").glob("*.json"))
-        check_store_matches_mlflow(run, server.runs())
-    finally:
-        server.stop()
-
-
 def test_ui_serves_the_run_on_loopback_and_stops_on_ctrl_c(tmp_path):
     import signal
     cfg = tmp_path / "trk.toml"
