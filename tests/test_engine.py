@@ -31,6 +31,8 @@ cascade = false
 timeout_s = 120.0
 [tuning]
 enabled = {tuning}
+[report]
+at_end = false
 """
 
 

@@ -19,6 +19,8 @@ max_evaluations = 8
 workers = 2
 split = "quick"
 cascade = false
+[report]
+at_end = false
 """
 
 STANDALONE = r"""

@@ -40,6 +40,8 @@ cascade = false
 timeout_s = 120.0
 [tuning]
 enabled = false    # these tests count evaluations and scripted answers exactly
+[report]
+at_end = false
 [llm]
 mode = "openai"
 base_url = "{url}"

@@ -28,6 +28,8 @@ split = "quick"
 cascade = false
 [tuning]
 trials = 2
+[report]
+at_end = false
 """
 
 

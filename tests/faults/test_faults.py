@@ -31,6 +31,8 @@ cascade = false
 enabled = false
 [tracking]
 enabled = false
+[report]
+at_end = false
 """
 
 
