@@ -70,6 +70,18 @@ def _worker_pool(timeout_s, memory_mb, cpu_s) -> WorkerPool:
         return pool
 
 
+class _IgnoreInterrupt:
+    """A worker plugin for LocalCluster workers: they share the terminal's process group, so a
+    Ctrl-C meant for the run would kill them mid-job. The run handles it (finish, then stop)."""
+
+    name = "glia-evo-ignore-sigint"
+
+    def setup(self, worker) -> None:
+        import signal
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_contained(fn, args, kwargs, timeout_s, memory_mb, cpu_s) -> JobOutcome:
     """The Dask task: `fn(*args, **kwargs)` in a contained process of this worker."""
     pool = _worker_pool(timeout_s, memory_mb, cpu_s)
@@ -110,6 +122,8 @@ class DaskExecutor:
                 silence_logs=logging.CRITICAL)
         try:
             client = distributed.Client(cluster)
+            plugin = type("IgnoreInterrupt", (_IgnoreInterrupt, distributed.WorkerPlugin), {})
+            client.register_plugin(plugin())
             return cls(client, cluster, **limits)
         except BaseException:
             cluster.close()

@@ -195,3 +195,35 @@ def test_an_unreachable_scheduler_is_one_clear_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.startswith("glia-evo: error: cannot reach the Dask scheduler at tcp://")
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_to_the_whole_process_group_stops_cleanly_and_resume_matches(tmp_path):
+    """A terminal's Ctrl-C reaches the run and its Dask worker processes alike."""
+    cfg = write_config(tmp_path, evals=16, tuning=False)
+    out = tmp_path / "dask"
+    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
+                             str(out), "--quiet", "--no-tracking", "--executor", "dask-local"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            events = out / "events.jsonl"
+            if events.exists() and events.read_text().count('"event": "evaluation"') >= 4:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr
+    assert "stopped: interrupted" in stdout
+    done = population(out)[0]
+    assert 4 <= len([c for c in done if c[5] != "pending"]) < 16
+    res = run_glia("resume", str(out), "--quiet", "--executor", "dask-local")
+    assert res.returncode == 0, res.stderr
+    local = run_glia("run", str(cfg), "--out", str(tmp_path / "local"), "--quiet",
+                     "--no-tracking")
+    assert local.returncode == 0, local.stderr
+    assert population(out) == population(tmp_path / "local")
