@@ -184,7 +184,8 @@ class Engine:
                                      summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5)
         self.analyst = LLMAnalyst(self.llm, self.problem, prompts)
         self.supervisor = Supervisor(self.llm, self.problem, prompts)
-        self.concurrency = c.concurrency or 2 * self.cfg.evaluation.workers
+        self.concurrency = c.concurrency or 2 * getattr(self.pool, "workers",
+                                                        self.cfg.evaluation.workers)
 
     # --- counters kept in the store, so budgets and seeds survive restarts --------------------
     def _meta(self, key, default=0):
