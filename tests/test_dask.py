@@ -227,3 +227,12 @@ def test_ctrl_c_to_the_whole_process_group_stops_cleanly_and_resume_matches(tmp_
                      "--no-tracking")
     assert local.returncode == 0, local.stderr
     assert population(out) == population(tmp_path / "local")
+
+
+def test_without_distributed_the_executor_says_what_to_install(monkeypatch):
+    from glia_evo.dask_executor import ExecutorError
+    from glia_evo.config import EvaluationConfig
+    from glia_evo.executors import make_executor
+    monkeypatch.setitem(sys.modules, "distributed", None)      # as if it were not installed
+    with pytest.raises(ExecutorError, match=r"pip install 'glia-evo\[dask\]'"):
+        make_executor(EvaluationConfig(executor="dask-local"))
