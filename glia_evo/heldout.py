@@ -21,8 +21,13 @@ class ReportError(Exception):
     """Nothing to report on: one line for the user."""
 
 
+FILES = ("heldout.md", "heldout.json", "heldout.png", "fitness_over_time.png")
+
+
 def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int | None = None,
-            include_baselines: bool = True) -> dict:
+            include_baselines: bool = True, progress=None) -> dict:
+    """Evaluate, write `run_dir/report/` (FILES) and return the report. `progress(done, total)`
+    is called as simulations finish."""
     problem = get_problem(problem_name)
     try:
         store = Store(run_dir / "state.sqlite", create=False)
@@ -42,7 +47,7 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
         raise ReportError(exc.args[0]) from None
     names = baseline_names(problem.name) if include_baselines else [problem.reference]
     sources = [best.source] + [baseline_source(problem.name, n) for n in names]
-    results = evaluate_many(sources, problem, instances, workers=workers)
+    results = evaluate_many(sources, problem, instances, workers=workers, progress=progress)
     rows = [{"policy": f"best ({best.id})", "status": results[0].status,
              "fitness": results[0].fitness, "error": results[0].error,
              "scenarios": {k: v.get(problem.metric) for k, v in results[0].scenarios.items()}}]
@@ -50,7 +55,8 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
         rows.append({"policy": name, "status": res.status, "fitness": res.fitness,
                      "error": res.error,
                      "scenarios": {k: v.get(problem.metric) for k, v in res.scenarios.items()}})
-    report = {"problem": problem.name, "split": split, "metric": problem.metric,
+    report = {"problem": problem.name, "split": split, "baselines": include_baselines,
+              "metric": problem.metric,
               "reference": problem.reference, "best": {"id": best.id,
                                                        "train_fitness": best.fitness},
               "rows": rows, "instances": [i.name for i in instances]}
@@ -60,6 +66,15 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
     (out / "heldout.md").write_text(markdown(report))
     _plots(out, report, history)
     return report
+
+
+def summary(report: dict) -> str:
+    """One line: the held-out fitness of the best candidate and of each baseline."""
+    parts = [f"{row['policy']} {row['fitness']:.4f}" if row["status"] == "ok"
+             else f"{row['policy']} {row['status']}" for row in report["rows"]]
+    n = len(report["instances"])
+    return (f"held-out fitness on '{report['split']}' ({n} scenario instance"
+            f"{'s' if n != 1 else ''}, vs {report['reference']}): " + ", ".join(parts))
 
 
 def markdown(report: dict) -> str:

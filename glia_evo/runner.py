@@ -2,16 +2,30 @@
 
 Ctrl-C (or SIGTERM) once: stop proposing, finish the evaluations in flight, checkpoint, exit 0.
 Twice: abort now; the evaluations in flight stay `pending` and run first on `resume`.
+
+A run that stops normally (a budget, Ctrl-C / SIGTERM, nothing left to propose) then writes the
+held-out report (`[report]`: at_end, split, baselines) to `<run>/report/`, as `glia-evo report`
+does; a failed or interrupted report is one line on stderr and leaves the run as it was.
+
+A full disk (ENOSPC / EDQUOT from any write, or SQLite's "database or disk is full") stops the
+run: the evaluations in flight are killed, the failed transaction is rolled back (everything
+committed before stays), and one line says so and how to resume; exit status 1. `run` and
+`resume` refuse to start with less than MIN_FREE_MB free on the run folder's disk.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
 from population import Islands, Store, StoreError
+from population.store import SQLITE_FULL, StoreFull
 
 from . import config as config_mod
 from .config import RunConfig
@@ -19,6 +33,8 @@ from .engine import Budget, Engine, run_status
 
 CONFIG_FILE = "config.toml"
 STATE_FILE = "state.sqlite"
+MIN_FREE_MB = 10           # `run` and `resume` refuse to start with less free on the run's disk
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class RunError(Exception):
@@ -31,10 +47,84 @@ def start(cfg: RunConfig, progress: bool = True) -> int:
         raise RunError(f"{run_dir} already holds a run: continue it with `glia-evo resume "
                        f"{run_dir}` or choose another folder with --out")
     check_llm(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.out = str(run_dir)
-    cfg.dump(run_dir / CONFIG_FILE)
+    check_free_space(run_dir, "start")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.out = str(run_dir)
+        cfg.dump(run_dir / CONFIG_FILE)
+    except OSError as exc:
+        if disk_full_reason(exc):
+            return disk_full(run_dir, disk_full_reason(exc))
+        raise RunError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") \
+            from None
     return _run(cfg, run_dir, progress)
+
+
+def disk_full_reason(exc: BaseException | None) -> str | None:
+    """The OS's or SQLite's words when `exc` (or the exception it came from) says the disk is
+    full: ENOSPC / EDQUOT, SQLITE_FULL; None for anything else."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, StoreFull):
+            return exc.reason
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return exc.strerror or os.strerror(exc.errno)
+        if isinstance(exc, sqlite3.Error) and \
+                (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == SQLITE_FULL:
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full(run_dir: Path, reason: str) -> int:
+    """One line on stderr; exit status 1."""
+    then = (f"run `glia-evo resume {run_dir}`" if (run_dir / STATE_FILE).exists()
+            and (run_dir / CONFIG_FILE).exists() else "run the same command again")
+    print(f"glia-evo: the disk holding {run_dir} is full ({reason}); free some space and "
+          f"{then}", file=sys.stderr, flush=True)
+    return 1
+
+
+def trim_partial_line(path: Path) -> None:
+    """Cut a last line left unfinished (a full disk or a kill mid-write) off an append-only
+    JSON-lines file. Optuna's journal needs this: it ignores an unfinished last line, but the
+    next append would be glued to it and the journal could no longer be read."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        keep, pos = 0, size
+        while pos > 0:                       # find the last newline, 64 KiB at a time
+            step = min(pos, 1 << 16)
+            pos -= step
+            fh.seek(pos)
+            chunk = fh.read(step)
+            k = chunk.rfind(b"\n")
+            if k >= 0:
+                keep = pos + k + 1
+                break
+        fh.truncate(keep)
+
+
+def check_free_space(run_dir: Path, what: str) -> None:
+    """Refuse to start or resume on a (nearly) full disk, before anything is written."""
+    probe = run_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if free < MIN_FREE_MB * 2**20:
+        then = f"then run `glia-evo resume {run_dir}`" if what == "resume" else "then start it"
+        raise RunError(f"the disk holding {run_dir} has only {free / 2**20:.1f} MiB free (a run "
+                       f"needs at least {MIN_FREE_MB} MiB): free some space, {then}")
 
 
 def check_llm(cfg: RunConfig) -> None:
@@ -61,8 +151,14 @@ def check_llm(cfg: RunConfig) -> None:
 def resume(run_dir: Path, overrides: dict, progress: bool = True) -> int:
     cfg = load_run_config(run_dir, overrides)
     check_llm(cfg)
+    check_free_space(run_dir, "resume")
     if overrides:
-        cfg.dump(run_dir / CONFIG_FILE)
+        try:
+            cfg.dump(run_dir / CONFIG_FILE)
+        except OSError as exc:
+            if disk_full_reason(exc):
+                return disk_full(run_dir, disk_full_reason(exc))
+            raise
     return _run(cfg, run_dir, progress)
 
 
@@ -77,13 +173,23 @@ def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
 def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
     from .executors import make_executor
 
+    try:
+        trim_partial_line(run_dir / "optuna.journal")
+    except OSError as exc:
+        raise RunError(f"cannot repair {run_dir / 'optuna.journal'}: {exc}") from None
     display = Display(cfg, enabled=progress)
     pool = make_executor(cfg.evaluation)
     try:
         engine = Engine(cfg, run_dir, pool, progress=display.update)
-    except StoreError as exc:
+    except Exception as exc:
         pool.shutdown()
-        raise RunError(str(exc)) from None
+        display.close()
+        if disk_full_reason(exc):
+            return disk_full(run_dir, disk_full_reason(exc))
+        if isinstance(exc, StoreError):
+            raise RunError(str(exc)) from None
+        raise
+    before = engine.evaluations
     presses = {"n": 0}
 
     def on_signal(signum, frame):
@@ -96,20 +202,33 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
             raise KeyboardInterrupt
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    why = failure = None
+    aborted = False
     try:
         why = engine.run()
     except KeyboardInterrupt:
-        display.close()
-        print(f"glia-evo: aborted; in-flight evaluations will run again on `glia-evo resume "
-              f"{run_dir}`", file=sys.stderr)
-        return 130
+        aborted = True
+    except Exception as exc:   # noqa: BLE001 - sorted below: a full disk, or re-raised
+        failure = exc
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        pool.shutdown()
-        status = engine.status()
-        engine.close()
+        pool.shutdown()        # kills the evaluations still running (after an error or abort)
+    if aborted:
         display.close()
+        print(f"glia-evo: aborted; in-flight evaluations will run again on `glia-evo resume "
+              f"{run_dir}`", file=sys.stderr)
+        _close(engine)
+        return 130
+    if failure is not None:
+        display.close()
+        reason = disk_full_reason(failure)
+        if reason is None:
+            _close(engine)
+            raise failure
+        return _stop_disk_full(engine, run_dir, reason)
+    status = engine.status()
+    display.close()
     best = status["best"]
     trials = status.get("tuning_trials", 0)
     print(f"stopped: {why}. {status['evaluations']} evaluations"
@@ -119,12 +238,109 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} (operator {best['operator']}, "
               f"island {best['island']}) -> {run_dir / 'best.py'}")
+    rc = 1 if engine.fatal else 0
+    if engine.fatal:
+        print(f"glia-evo: error: {engine.fatal}", file=sys.stderr)
+    elif cfg.report.at_end and best:
+        if report_at_end(cfg, run_dir, engine.tracker, progress,
+                         fresh=status["evaluations"] != before) == 130:
+            rc = 130
+    error = _close(engine)
+    if error is not None:
+        reason = disk_full_reason(error)
+        if reason is None:
+            raise error
+        return disk_full(run_dir, reason)
     print(f"next: glia-evo status {run_dir}   |   glia-evo simulate --problem {cfg.problem} "
           f"--policy {run_dir / 'best.py'} --split test   |   glia-evo export {run_dir} --out "
           f"policy.py   |   glia-evo ui {run_dir}   |   glia-evo resume {run_dir} --minutes 30")
-    if engine.fatal:
-        print(f"glia-evo: error: {engine.fatal}", file=sys.stderr)
-        return 1
+    return rc
+
+
+def _close(engine: Engine, tracking_timeout_s: float = 120.0) -> Exception | None:
+    """engine.close(), returning its error instead of raising it."""
+    try:
+        engine.close(tracking_timeout_s=tracking_timeout_s)
+    except Exception as exc:   # noqa: BLE001
+        return exc
+    return None
+
+
+def _stop_disk_full(engine: Engine, run_dir: Path, reason: str) -> int:
+    """The disk is full: the pool is already shut down (in-flight evaluations killed; they stay
+    pending and run again first on resume) and the failed transaction was rolled back. Close
+    the rest without waiting long for tracking (its backlog is logged on the next start)."""
+    try:
+        done = engine.evaluations
+    except Exception:   # noqa: BLE001
+        done = None
+    _close(engine, tracking_timeout_s=10.0)
+    if done is not None:
+        print(f"stopped: the disk is full. {done} evaluations saved in {run_dir / STATE_FILE}.")
+    sys.stdout.flush()
+    return disk_full(run_dir, reason)
+
+
+def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
+                  fresh: bool = True) -> int:
+    """The held-out report after a run that stopped normally. Never raises: a failure or an
+    interruption (Ctrl-C, SIGTERM) is one line on stderr, and the run stays as it is. Returns
+    130 when interrupted, else 0. `fresh=False` (nothing evaluated in this session) keeps a
+    report already written for the same split."""
+    from .heldout import FILES, ReportError, heldout, summary
+    out = run_dir / "report"
+    r = cfg.report
+    if not fresh:
+        try:
+            previous = json.loads((out / "heldout.json").read_text())
+            if previous.get("split") == r.split and previous.get("baselines") == r.baselines:
+                print(f"report: up to date: {out / 'heldout.md'}", flush=True)
+                return 0
+        except (OSError, ValueError):
+            pass
+    which = "the best candidate and every baseline" if r.baselines else \
+        "the best candidate and the reference baseline"
+    print(f"report: evaluating {which} on the '{r.split}' split ([report] at_end = false to "
+          f"skip; `glia-evo report {run_dir}` any time)...", flush=True)
+    tty = progress and sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\rreport: simulated {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    t0 = time.monotonic()
+    try:
+        report = heldout(run_dir, cfg.problem, r.split,
+                         workers=max(1, min(cfg.evaluation.workers, os.cpu_count() or 1)),
+                         include_baselines=r.baselines, progress=show if tty else None)
+        if tracker is not None:
+            tracker.files([out / name for name in FILES if (out / name).exists()], "report")
+    except KeyboardInterrupt:
+        if tty:
+            print(file=sys.stderr)
+        print(f"glia-evo: report interrupted; the run is saved: write the report later with "
+              f"`glia-evo report {run_dir} --split {r.split}`", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:   # noqa: BLE001 - the run is done and saved whatever happens here
+        again = f"`glia-evo report {run_dir} --split {r.split}`"
+        reason = disk_full_reason(exc)
+        if reason:
+            why = f"the disk holding {run_dir} is full ({reason}); free some space, then {again}"
+        elif isinstance(exc, ReportError):
+            why = str(exc)
+        else:
+            why = f"{type(exc).__name__}: {exc}; the run is saved: try again with {again}"
+        print(f"glia-evo: no held-out report: {why}", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    print(f"report: {summary(report)}")
+    print(f"report: written in {time.monotonic() - t0:.0f} s to {out}/ ({', '.join(FILES)})"
+          + (", and logged to the MLflow parent run" if tracker is not None else ""),
+          flush=True)
     return 0
 
 

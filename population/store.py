@@ -18,6 +18,10 @@ loss too (NORMAL may lose the last commits then, though the file stays consisten
 one fsync per commit (~0.25 ms measured here, a few ms on slow disks), nothing next to an
 evaluation that takes seconds.
 
+A full disk (SQLITE_FULL, or an I/O error while the file system has no space left) raises
+`StoreFull`, a StoreError: the transaction that failed is rolled back, so the file stays
+consistent and holds everything committed before it.
+
 A Store is safe to share between threads (one connection behind a re-entrant lock, and a
 `transaction()` holds the lock until it ends). It must not be used across `fork()`: open a new
 one in the child. Several processes may open the same file; writers wait up to `busy_timeout_s`.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -68,6 +73,38 @@ CREATE TABLE IF NOT EXISTS meta (
 
 class StoreError(RuntimeError):
     """The state file cannot be opened, read or written; the message names the file."""
+
+
+class StoreFull(StoreError):
+    """A write failed because the disk (or quota) holding the state file is full. The failed
+    transaction was rolled back; everything committed before it is intact. `reason` is SQLite's
+    or the OS's wording (e.g. "database or disk is full")."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+SQLITE_FULL = 13
+SQLITE_IOERR = 10
+LOW_SPACE_BYTES = 1 << 20   # an I/O error with less than this free is taken for a full disk
+
+
+def disk_is_full(error: BaseException, path: str | os.PathLike) -> bool:
+    """Whether an sqlite3 error means the disk holding `path` is full: SQLITE_FULL, or an I/O
+    error (SQLite reports some failed writes, e.g. of the -shm file, that way) at a moment the
+    file system has (almost) no space left."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return "database or disk is full" in str(error)
+    if code & 0xFF == SQLITE_FULL:
+        return True
+    if code & 0xFF == SQLITE_IOERR:
+        try:
+            return shutil.disk_usage(Path(path).parent).free < LOW_SPACE_BYTES
+        except OSError:
+            return False
+    return False
 
 
 def _num(x: float) -> float:
@@ -115,6 +152,8 @@ class Store:
         except sqlite3.DatabaseError as e:
             conn.close()
             self._conn = None
+            if disk_is_full(e, self.path):
+                raise StoreFull(f"{self.path}: the disk is full ({e})", str(e)) from e
             raise StoreError(f"{self.path}: not a readable glia-evo state file "
                              f"(corrupted or not SQLite): {e}") from e
 
@@ -166,7 +205,12 @@ class Store:
             try:
                 yield self._conn
             except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {type(e).__name__}: {e}") from e
+                raise self._error(e) from e
+
+    def _error(self, e: sqlite3.Error) -> StoreError:
+        if disk_is_full(e, self.path):
+            return StoreFull(f"{self.path}: the disk is full ({e})", str(e))
+        return StoreError(f"{self.path}: {type(e).__name__}: {e}")
 
     @contextmanager
     def transaction(self) -> Iterator["Store"]:

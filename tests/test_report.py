@@ -1,5 +1,8 @@
-"""The held-out report: best candidate and baselines on a split never used for selection."""
+"""The held-out report: best candidate and baselines on a split never used for selection, at the
+end of a run ([report] at_end) and on demand (`glia-evo report`)."""
 import json
+import os
+
 from cli_helpers import run_glia as glia
 
 CONFIG = """
@@ -10,23 +13,45 @@ islands = 1
 island_capacity = 4
 seeds = ["round_robin", "least_kv"]
 [budget]
-max_evaluations = 5
+max_evaluations = {evals}
 [evaluation]
 workers = 2
 split = "quick"
 cascade = false
 [tuning]
 enabled = false
+[report]
+at_end = {at_end}
+split = "quick"
 """
+FILES = {"heldout.md", "heldout.png", "fitness_over_time.png", "heldout.json"}
 
 
-
-
-def test_report_table_plots_and_mlflow(tmp_path):
+def write(tmp_path, evals=5, at_end=False):
     cfg = tmp_path / "rep.toml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG.format(evals=evals, at_end=str(at_end).lower()))
+    return cfg
+
+
+def logged_report_files(run):
+    return {p.name for p in (run / "mlartifacts").rglob("*") if p.parent.name == "report"}
+
+
+def test_a_run_writes_the_report_at_the_end_and_logs_it_then_on_demand(tmp_path):
     run = tmp_path / "run"
-    assert glia("run", str(cfg), "--out", str(run), "--quiet").returncode == 0
+    proc = glia("run", str(write(tmp_path, at_end=True)), "--out", str(run), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    out = run / "report"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("report:")]
+    assert "on the 'quick' split" in lines[0]                     # says it is running
+    assert lines[1].startswith("report: held-out fitness on 'quick'") and "llq 1.0000" in lines[1]
+    assert f"to {out}/" in lines[2] and "logged to the MLflow parent run" in lines[2]
+    assert {p.name for p in out.iterdir()} == FILES
+    at_end = json.loads((out / "heldout.json").read_text())
+    assert at_end["split"] == "quick" and at_end["rows"][0]["status"] == "ok"
+    assert FILES <= logged_report_files(run)                       # before `glia-evo report`
+
     proc = glia("report", str(run), "--split", "quick", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -36,19 +61,41 @@ def test_report_table_plots_and_mlflow(tmp_path):
     assert llq["fitness"] == 1.0 and report["instances"] == ["glia_short#101"]
     best = report["rows"][0]
     assert best["status"] == "ok" and best["fitness"] > 0
-    out = run / "report"
+    assert report["rows"] == at_end["rows"]                         # the same numbers
     for name in ("heldout.png", "fitness_over_time.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| llq | 1.0000 |" in (out / "heldout.md").read_text()
-    logged = {p.name for p in (run / "mlartifacts").rglob("*") if p.parent.name == "report"}
-    assert {"heldout.md", "heldout.png", "fitness_over_time.png", "heldout.json"} <= logged
+
+
+def test_a_failing_report_leaves_the_run_done_with_one_line(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "GLIA_EVO_EVAL_MEMORY_MB": "lots"}         # only the report reads it
+    proc = glia("run", str(write(tmp_path, evals=3, at_end=True)), "--out", str(run),
+                "--quiet", "--no-tracking", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("glia-evo: no held-out report: ValueError: GLIA_EVO_EVAL_MEMORY_MB")
+    assert line.endswith(f"`glia-evo report {run} --split quick`")
+    assert "stopped: evaluation budget of 3 reached" in proc.stdout
+    status = glia("status", str(run), "--json")
+    assert json.loads(status.stdout)["evaluations"] == 3
 
 
 def test_report_on_an_unknown_split_is_one_line(tmp_path):
-    cfg = tmp_path / "rep.toml"
-    cfg.write_text(CONFIG.replace("max_evaluations = 5", "max_evaluations = 2"))
     run = tmp_path / "run"
-    assert glia("run", str(cfg), "--out", str(run), "--quiet", "--no-tracking").returncode == 0
+    proc = glia("run", str(write(tmp_path, evals=2)), "--out", str(run), "--quiet",
+                "--no-tracking")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run / "report").exists()                           # at_end = false
     proc = glia("report", str(run), "--split", "nope")
     assert proc.returncode == 2 and "unknown split 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_report_split_is_checked_when_the_config_is_read(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[report]\nsplit = "tset"\n')
+    proc = glia("run", str(cfg), "--out", str(tmp_path / "never"))
+    assert proc.returncode == 2 and "'report.split' must be one of" in proc.stderr
+    assert not (tmp_path / "never").exists()
