@@ -61,10 +61,13 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
                                                        "train_fitness": best.fitness},
               "rows": rows, "instances": [i.name for i in instances]}
     out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    (out / "heldout.json").write_text(json.dumps(report, indent=2))
-    (out / "heldout.md").write_text(markdown(report))
-    _plots(out, report, history)
+    try:
+        out.mkdir(exist_ok=True)
+        (out / "heldout.json").write_text(json.dumps(report, indent=2))
+        (out / "heldout.md").write_text(markdown(report))
+        _plots(out, report, history)
+    except OSError as exc:      # e.g. a full disk: one line, not a traceback
+        raise ReportError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
     return report
 
 

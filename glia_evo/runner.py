@@ -328,7 +328,8 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
         again = f"`glia-evo report {run_dir} --split {r.split}`"
         reason = disk_full_reason(exc)
         if reason:
-            why = f"the disk holding {run_dir} is full ({reason}); free some space, then {again}"
+            why = (f"the disk holding {run_dir} is full ({reason}); free some space and run "
+                   f"{again}")
         elif isinstance(exc, ReportError):
             why = str(exc)
         else:

@@ -179,6 +179,8 @@ class Store:
             if problems != ["ok"]:
                 raise StoreError(f"{self.path}: state file is corrupted: "
                                  + "; ".join(problems[:5]))
+        if {"candidates", "meta"} <= tables and version == SCHEMA_VERSION:
+            return             # up to date: opening writes nothing (works on a full disk too)
         c.execute("BEGIN IMMEDIATE")   # (not executescript: it would COMMIT on its own)
         try:
             for stmt in _SCHEMA.split(";"):
@@ -188,7 +190,10 @@ class Store:
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            try:
+                c.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass           # SQLite already rolled back (e.g. a COMMIT on a full disk)
             raise
 
     # ------------------------------------------------------------------ plumbing

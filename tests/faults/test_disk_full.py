@@ -166,6 +166,8 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_completes_after_freeing_sp
     assert refused.returncode == 2
     assert "MiB free" in one_clear_line(refused.stderr)
     assert read_state(state) == (after, evaluations)
+    status = glia("status", str(run), "--json", timeout=120)         # reading needs no space
+    assert status.returncode == 0 and json.loads(status.stdout)["evaluations"] == evaluations
 
     filler.unlink()
     resumed = glia("resume", str(run), "--quiet", timeout=120)
