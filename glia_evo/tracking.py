@@ -39,6 +39,7 @@ def metric_key(name: str) -> str:
 
 
 STOP_FILE = "STOP"
+LOCK_FILE = ".lock"
 STATUS_FILE = "tracking_status.json"
 
 
@@ -70,6 +71,7 @@ class Tracker:
 
     def start_search(self, config: dict) -> None:
         self.enqueue("start", config=config)
+        self.enqueue("sync")        # candidates a kill left unlogged (committed, not enqueued)
 
     def candidate(self, cand: dict, parent_source: str | None) -> None:
         self.enqueue("candidate", candidate=cand, parent_source=parent_source)
@@ -135,6 +137,7 @@ class TrackerProcess:
 
     def loop(self) -> None:
         parent = os.getppid()
+        self._one_at_a_time()
         delay = self.retry_s
         while True:
             files = sorted(self.backlog.glob("*.json"))
@@ -162,6 +165,28 @@ class TrackerProcess:
                 time.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
+    def _one_at_a_time(self) -> None:
+        """Hold the backlog's lock for life (the kernel drops it when the process dies). A
+        tracker orphaned by a killed run keeps draining until it is done; the next session's
+        waits, so no record is logged twice at once."""
+        import fcntl
+        self._lock_file = open(self.backlog / LOCK_FILE, "a")
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+
+    def _init_sqlite_store(self) -> None:
+        """Create the run folder's MLflow database under a temporary name and rename it when
+        MLflow's schema migrations are done: a kill halfway through them would leave a database
+        MLflow can never open again ("duplicate column name")."""
+        db = self.run_dir / "mlflow.db"
+        if not self.uri.startswith("sqlite:") or self.uri != default_uri(self.run_dir) \
+                or db.exists():
+            return
+        tmp = self.run_dir / "mlflow.db.init"
+        tmp.unlink(missing_ok=True)
+        from mlflow.tracking import MlflowClient
+        MlflowClient(tracking_uri=f"sqlite:///{tmp.resolve()}").search_experiments()
+        os.replace(tmp, db)
+
     def _ensure_client(self) -> None:
         if self._client is not None:
             return
@@ -171,6 +196,7 @@ class TrackerProcess:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
+        self._init_sqlite_store()
         client = MlflowClient(tracking_uri=self.uri)
         exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is None:
@@ -202,6 +228,8 @@ class TrackerProcess:
             self._log_candidate(item["candidate"], item.get("parent_source"))
         elif kind == "finish":
             self._log_finish(item)
+        elif kind == "sync":
+            self._log_sync()
         elif kind == "files":
             for path in item["paths"]:
                 if Path(path).exists():
@@ -263,6 +291,25 @@ class TrackerProcess:
                 Path(tmp, name).write_text(text, encoding="utf-8")
             client.log_artifacts(run_id, tmp)
         client.set_terminated(run_id, "FINISHED" if cand["status"] == "ok" else "FAILED")
+
+    def _log_sync(self) -> None:
+        """Log every finished candidate of the state file that has no nested run yet: the
+        engine commits a result before it enqueues its record, so a kill in between (or a disk
+        that filled up) leaves one out. Logging is idempotent, so a record that arrives later
+        for the same candidate does no harm."""
+        from population import Store
+        known = self._candidate_runs()
+        store = Store(self.run_dir / "state.sqlite", create=False)
+        try:
+            missing = [c for c in store.all() if c.status != "pending" and c.id not in known]
+            for cand in missing:
+                parent = store.get(cand.parents[0]) if cand.parents else None
+                self._log_candidate(cand.to_dict(), parent.source if parent else None)
+        finally:
+            store.close()
+        if missing:
+            log.warning("logged %d candidate(s) a previous session had left unlogged",
+                        len(missing))
 
     def _candidate_runs(self) -> dict:
         """candidate id -> MLflow run id of the runs already logged (read once per process)."""

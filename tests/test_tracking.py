@@ -129,6 +129,29 @@ def test_mlflow_server_shows_the_search_and_every_candidate(tmp_path):
     assert list(arts.rglob("reasoning.md")) and list(arts.rglob("report.json"))
 
 
+def test_candidates_a_session_left_unlogged_are_logged_by_the_next(tmp_path):
+    """A run killed between committing a result and enqueueing its record (here: a whole
+    session with tracking off) leaves candidates without a nested run; the next session's
+    tracker finds them in the state file and logs them."""
+    cfg = tmp_path / "trk.toml"
+    cfg.write_text(CONFIG.format(evals=6))
+    run = tmp_path / "run"
+    proc = glia("run", str(cfg), "--out", str(run), "--quiet", "--no-tracking")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run / "mlflow.db").exists()
+    config = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(config.replace("[tracking]\nenabled = false",
+                                                    "[tracking]\nenabled = true"))
+    proc = glia("resume", str(run), "--quiet", "--max-evaluations", "9")
+    assert proc.returncode == 0, proc.stderr
+    assert "left unlogged" in (run / "tracking.log").read_text()
+    server = Server(run, free_port())
+    try:
+        check_store_matches_mlflow(run, server.runs())     # all 9, the first 6 included
+    finally:
+        server.stop()
+
+
 def test_ui_serves_the_run_on_loopback_and_stops_on_ctrl_c(tmp_path):
     import signal
     cfg = tmp_path / "trk.toml"
