@@ -106,6 +106,20 @@ def try_fork():
 
 
 def children_of(pid: int) -> list[int]:
+    """`pid`'s live children that are forks of it (job processes), not programs it started
+    (e.g. multiprocessing's resource tracker, left by an earlier test's Dask LocalCluster)."""
+    return [k for k in all_children_of(pid) if _cmdline(k) == _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def all_children_of(pid: int) -> list[int]:
     kids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -117,6 +131,7 @@ def children_of(pid: int) -> list[int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 kids.append(int(entry))
     return kids
+
 
 
 def alive(pid: int) -> bool:
