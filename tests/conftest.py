@@ -51,3 +51,9 @@ def bare_cluster():
         env.process(cluster.arrivals(sorted(workload, key=lambda r: r.arrival_s)))
         return env, cluster
     return make
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "soak: the fault-injection soak test (tests/faults/test_soak.py); short by "
+                   "default, long with GLIA_EVO_SOAK_EVALUATIONS=500")
