@@ -22,10 +22,8 @@ import collections
 import concurrent.futures
 import copy
 import datetime
-import json
 import os
 import random
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,12 +47,17 @@ PROPOSALS_KEY = "proposals"
 EVALUATIONS_KEY = "evaluations"
 LAST_MIGRATION_KEY = "last_migration"
 REFERENCE_KEY = "reference"
+REFERENCE_ATTEMPTS = 3
 LLM_KEY = "llm"                    # token / cost / outcome counters of the LLM agents
 SUPERVISOR_KEY = "supervisor"      # the latest review: number, evaluations, notes
 NOTES_FILE = "supervisor_notes.md"
 OFFLINE = "offline"
 STARTED = object()                 # _propose started a Researcher call (its child comes later)
 RECENT_FOR_SUPERVISOR = 12
+
+
+class EngineError(RuntimeError):
+    """The search cannot go on (e.g. the reference baseline fails): one line for the user."""
 
 
 @dataclass
@@ -246,10 +249,14 @@ class Engine:
         saved = self.store.get_meta(REFERENCE_KEY)
         if saved and saved.get("splits") == list(splits):
             return saved["values"]
-        outcome = self.pool.submit(reference_job, self.problem.name, splits).result()
+        for attempt in range(REFERENCE_ATTEMPTS):   # a job killed from outside: run it again
+            outcome = self.pool.submit(reference_job, self.problem.name, splits).result()
+            if outcome.status not in ("crashed", "timeout"):
+                break
+            self.events.write("reference_retry", attempt=attempt + 1, error=outcome.error)
         if outcome.status != "ok":
-            raise RuntimeError(f"the reference baseline {self.problem.reference} failed: "
-                               f"{outcome.error}")
+            raise EngineError(f"the reference baseline {self.problem.reference} failed "
+                              f"({outcome.status}): {outcome.error}")
         self.store.set_meta(REFERENCE_KEY, {"splits": list(splits), "values": outcome.value})
         return outcome.value
 
@@ -597,17 +604,28 @@ class Engine:
                           knobs=trial.knobs, status=result.status, fitness=result.fitness,
                           seconds=round(result.duration_s, 3))
         child = self.tuning.told(trial, result)
-        if child is None:
-            if self.tuning.study is None:
-                self.events.write("tuning_done", candidate=study.cand.id, improved=False)
-            return
+        if self.tuning.study is None:
+            self._concluded(study, child, result)
+
+    def _conclude_reopened_study(self) -> None:
+        """A study whose last trials were told (or lost) just before a kill: close it now."""
+        study = self.tuning.study
+        if study is not None and study.done():
+            self._concluded(study, self.tuning.conclude(), None)
+
+    def _concluded(self, study, child: Candidate | None, result) -> None:
+        """Store a finished study's tuned child (closing the study in the same transaction)."""
         parent = study.cand
-        child.reasoning = analyst.summarize(result if result.status == "ok" else
-                                            _as_result(child), parent.fitness, parent.metrics,
-                                            child.rationale, self.problem.metric)
+        if child is None:
+            self.events.write("tuning_done", candidate=parent.id, improved=False)
+            return
+        ok = result is not None and result.status == "ok" and result.fitness == child.fitness
+        child.reasoning = analyst.summarize(result if ok else _as_result(child), parent.fitness,
+                                            parent.metrics, child.rationale, self.problem.metric)
         child.evaluated_at = time.time()
         with self.store.transaction():
             member = self.islands.insert(child)
+            self.tuning.settle()
         self.events.write("tuning_done", candidate=parent.id, improved=True, child=child.id,
                           fitness=child.fitness, member=member)
         self._track(child)
@@ -692,6 +710,7 @@ class Engine:
             self.tracker.start_search(self.cfg.to_dict())
         self.reference = self._reference()
         self._seed_population()
+        self._conclude_reopened_study()
         backlog = collections.deque(self.store.by_status("pending"))   # seeds or a killed run's
         workers = getattr(self.pool, "workers", self.cfg.evaluation.workers)
         why = None

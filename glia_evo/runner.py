@@ -29,7 +29,7 @@ from population.store import SQLITE_FULL, StoreFull
 
 from . import config as config_mod
 from .config import RunConfig
-from .engine import Budget, Engine, run_status
+from .engine import Budget, Engine, EngineError, run_status
 
 CONFIG_FILE = "config.toml"
 STATE_FILE = "state.sqlite"
@@ -225,6 +225,8 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
         reason = disk_full_reason(failure)
         if reason is None:
             _close(engine)
+            if isinstance(failure, EngineError):
+                raise RunError(str(failure)) from None
             raise failure
         return _stop_disk_full(engine, run_dir, reason)
     status = engine.status()

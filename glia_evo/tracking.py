@@ -27,6 +27,7 @@ from .lineage import lineage_html, lineage_json
 log = logging.getLogger("glia_evo.tracking")
 EXPERIMENT = "glia-evo"
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+SEARCH_ID_FILE = "mlflow_search_id"
 
 
 def default_uri(run_dir: Path) -> str:
@@ -213,12 +214,27 @@ class TrackerProcess:
             self.parent_run_id = marker.read_text().strip()
 
     def _parent(self) -> str:
+        """The search's parent run. Its id is written after MLflow creates it, so a kill in
+        between is covered by a search id written first and tagged on the run: the next
+        attempt finds that run instead of creating a second parent."""
         if self.parent_run_id is None:
-            run = self._client.create_run(self._experiment_id, run_name=self.run_name,
-                                          tags={"glia.kind": "search"})
+            search_id = self._search_id()
+            found = self._client.search_runs(
+                [self._experiment_id], filter_string=f"tags.`glia.search_id` = '{search_id}'",
+                max_results=1)
+            run = found[0] if found else self._client.create_run(
+                self._experiment_id, run_name=self.run_name,
+                tags={"glia.kind": "search", "glia.search_id": search_id})
             self.parent_run_id = run.info.run_id
-            (self.run_dir / PARENT_RUN_FILE).write_text(self.parent_run_id)
+            _write_atomically(self.run_dir / PARENT_RUN_FILE, self.parent_run_id)
         return self.parent_run_id
+
+    def _search_id(self) -> str:
+        path = self.run_dir / SEARCH_ID_FILE
+        if not path.exists():
+            import uuid
+            _write_atomically(path, uuid.uuid4().hex)
+        return path.read_text().strip()
 
     def _log(self, item: dict) -> None:
         kind = item["kind"]
@@ -340,6 +356,12 @@ class TrackerProcess:
         client.log_text(parent, lineage_json(item["candidates"]), "lineage.json")
         client.log_text(parent, lineage_html(item["candidates"]), "lineage.html")
         client.set_terminated(parent, item.get("status", "FINISHED"))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

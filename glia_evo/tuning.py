@@ -39,7 +39,7 @@ class Tuner:
     """One Optuna study over a program's knobs; trials are asked and told by the caller."""
 
     def __init__(self, study_name: str, knob_spec: dict, journal: Path, seed: int,
-                 trials: int):
+                 trials: int, known: dict | None = None):
         self.knob_spec = knob_spec
         self.space = distributions(knob_spec)
         self.trials = trials
@@ -48,9 +48,13 @@ class Tuner:
             sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
         if not self.study.trials:      # trial 0: the program as it is, the baseline to beat
             self.study.enqueue_trial({k: knob_spec[k][0] for k in self.space})
-        for t in self.study.trials:     # trials asked but never told (a killed run): redo them
-            if t.state == optuna.trial.TrialState.RUNNING:
-                self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        known = known or {}
+        for t in self.study.trials:     # trials asked but never told (a killed run):
+            if t.state == optuna.trial.TrialState.RUNNING:   # the result the caller kept, or
+                if t.number in known:                           # failed (asked again later)
+                    self.tell(t.number, known[t.number])
+                else:
+                    self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
     def finished(self) -> int:
         return sum(1 for t in self.study.trials

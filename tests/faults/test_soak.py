@@ -85,16 +85,9 @@ def test_soak_random_faults_keep_every_invariant(tmp_path):
 
 # --- Reproductions of what the soak found -------------------------------------------------------
 # Each puts the run in the exact state a fault at an unlucky moment leaves (a SIGKILL at a chosen
-# line, or the soak's own fault with the timing pinned), then applies the soak's checks. Those
-# marked `bug` fail until the bug is fixed (strict: a fix shows up as XPASS; then drop the mark).
+# line, or the soak's own fault with the timing pinned), then applies the soak's checks. Each was
+# a real bug (found by the soak, fixed since); they stay as regression tests.
 
-def bug(why: str):
-    # raises=AssertionError: the soak's checks fail; a reproduction whose setup went wrong
-    # (RuntimeError, a timeout) is a plain failure, not an expected one
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"known bug: {why}")
-
-
-@bug("engine._reference raises RuntimeError when its sandbox job is killed (traceback, exit 1)")
 def test_reference_job_killed_from_outside_does_not_end_the_run(tmp_path):
     cfg = repro_config(tmp_path, evaluations=6)
     out = tmp_path / "run"
@@ -179,8 +172,6 @@ def test_result_committed_just_before_a_kill_reaches_mlflow(tmp_path):
     Soak.inspect(out, 12).check_mlflow(state_of(out))
 
 
-@bug("tuning_runs.told: Optuna is told before the trials counter commits; killed in between, "
-     "a trial is evaluated outside the budget")
 def test_trial_told_just_before_a_kill_is_counted_in_the_budget(tmp_path):
     out = killed_at(tmp_path, """
         from glia_evo import tuning
@@ -195,8 +186,6 @@ def test_trial_told_just_before_a_kill_is_counted_in_the_budget(tmp_path):
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
-@bug("tuning: the study is closed (tuning_active = None) before its tune child is stored; "
-     "killed in between, the child is lost")
 def test_tune_child_survives_a_kill_as_its_study_closes(tmp_path):
     out = killed_at(tmp_path, """
         from population import islands
@@ -210,8 +199,6 @@ def test_tune_child_survives_a_kill_as_its_study_closes(tmp_path):
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
-@bug("tuning: a study resumed after a kill keeps its best trial without the result, so a best "
-     "trial told before the kill never becomes a tune child")
 def test_best_trial_told_before_a_kill_still_becomes_a_tune_child(tmp_path):
     out = killed_at(tmp_path, """
         from glia_evo import tuning_runs
@@ -226,8 +213,6 @@ def test_best_trial_told_before_a_kill_still_becomes_a_tune_child(tmp_path):
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
-@bug("tuning: a study whose last trials were running at a kill has them failed on resume, is "
-     "never told again and stays active: nothing else is tuned for the rest of the run")
 def test_study_whose_last_trial_was_running_at_a_kill_closes_on_resume(tmp_path):
     out = killed_at(tmp_path, """
         from glia_evo import tuning
@@ -242,8 +227,6 @@ def test_study_whose_last_trial_was_running_at_a_kill_closes_on_resume(tmp_path)
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
-@bug("tracking: the parent run is created before its id is written to mlflow_parent_run_id; "
-     "a tracker killed in between leaves a second parent run")
 def test_tracker_killed_as_it_creates_the_parent_run_leaves_one_parent(tmp_path):
     cfg = repro_config(tmp_path, evaluations=6, tracking=True)
     out = tmp_path / "run"
@@ -269,14 +252,14 @@ import os, signal
 from pathlib import Path
 from glia_evo import tracking
 
-def _parent(self):
-    if self.parent_run_id is None:
-        self._client.create_run(self._experiment_id, run_name=self.run_name,
-                                tags={{"glia.kind": "search"}})
-        os.kill(os.getpid(), signal.SIGKILL)    # created; its id not written down yet
-    return self.parent_run_id
+write = tracking._write_atomically
 
-tracking.TrackerProcess._parent = _parent
+def _write_atomically(path, text):
+    if path.name == tracking.PARENT_RUN_FILE:   # the parent run exists; its id is not saved
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(path, text)
+
+tracking._write_atomically = _write_atomically
 run = Path({str(out)!r})
 tracking.TrackerProcess(run, tracking.default_uri(run), "repro", 1.0).loop()
 """)
