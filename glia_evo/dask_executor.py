@@ -70,16 +70,28 @@ def _worker_pool(timeout_s, memory_mb, cpu_s) -> WorkerPool:
         return pool
 
 
-class _IgnoreInterrupt:
-    """A worker plugin for LocalCluster workers: they share the terminal's process group, so a
-    Ctrl-C meant for the run would kill them mid-job. The run handles it (finish, then stop)."""
+class _WorkerSetup:
+    """A worker plugin, run on every worker as it joins (restarted ones too): import what the
+    jobs need once, so each forked job process starts with it as on the local pool; and, for
+    LocalCluster workers, ignore SIGINT: they share the terminal's process group, so a Ctrl-C
+    meant for the run would kill them mid-job (the run handles it: finish, then stop)."""
 
-    name = "glia-evo-ignore-sigint"
+    name = "glia-evo-worker-setup"
+
+    def __init__(self, ignore_interrupt: bool):
+        self.ignore_interrupt = ignore_interrupt
 
     def setup(self, worker) -> None:
         import signal
-        if threading.current_thread() is threading.main_thread():
+        import glia_evo.jobs  # noqa: F401
+        if self.ignore_interrupt and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _register_setup(client, ignore_interrupt: bool) -> None:
+    import distributed
+    plugin = type("GliaEvoWorkerSetup", (_WorkerSetup, distributed.WorkerPlugin), {})
+    client.register_plugin(plugin(ignore_interrupt))
 
 
 def run_contained(fn, args, kwargs, timeout_s, memory_mb, cpu_s) -> JobOutcome:
@@ -122,8 +134,7 @@ class DaskExecutor:
                 silence_logs=logging.CRITICAL)
         try:
             client = distributed.Client(cluster)
-            plugin = type("IgnoreInterrupt", (_IgnoreInterrupt, distributed.WorkerPlugin), {})
-            client.register_plugin(plugin())
+            _register_setup(client, ignore_interrupt=True)
             return cls(client, cluster, **limits)
         except BaseException:
             cluster.close()
@@ -148,6 +159,7 @@ class DaskExecutor:
             client.close()
             raise ExecutorError(f"the Dask scheduler at {address} has no workers after "
                                 f"{wait_s:g} s; start some with `dask worker {address}`") from None
+        _register_setup(client, ignore_interrupt=False)
         return cls(client, None, **limits)
 
     # --- the WorkerPool interface ----------------------------------------------------------------
