@@ -407,10 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
     from .dask_executor import ExecutorError
+    from .disk import DiskError
     from .runner import RunError
     try:
         return COMMANDS[args.command](args)
-    except (UserError, TraceError, ConfigError, RunError, ExecutorError) as exc:
+    except (UserError, TraceError, ConfigError, RunError, ExecutorError, DiskError) as exc:
         print(f"glia-evo: error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:   # e.g. a workload that cannot run on the chosen cluster
