@@ -26,6 +26,7 @@ import time
 
 from sandbox.pool import JobOutcome, WorkerPool
 
+
 class ExecutorError(RuntimeError):
     """The cluster cannot be used (no `distributed`, scheduler unreachable, no workers)."""
 
