@@ -32,6 +32,7 @@ class ExecutorError(RuntimeError):
 
 
 ALLOWED_FAILURES = 3          # worker deaths a task survives (Dask's default)
+SLOTS_REFRESH_S = 5.0         # how often a scheduler's worker threads are counted again
 CONNECT_TIMEOUT_ENV = "GLIA_EVO_DASK_CONNECT_TIMEOUT_S"   # reaching the scheduler (default 20 s)
 WORKER_WAIT_ENV = "GLIA_EVO_DASK_WORKER_WAIT_S"          # waiting for a first worker (default 60 s)
 
@@ -108,8 +109,11 @@ def run_contained(fn, args, kwargs, timeout_s, memory_mb, cpu_s) -> JobOutcome:
 class DaskExecutor:
     """The `WorkerPool` interface on a Dask cluster (see the module docstring).
 
-    `workers` is the number of jobs the engine keeps in flight: the cluster's worker threads
-    when it was connected (a LocalCluster: one thread per worker process).
+    `workers` is the number of jobs the engine keeps in flight: the cluster's worker threads.
+    On a LocalCluster it is fixed (one thread per worker process), so a search is as
+    deterministic as on the local pool even while a killed worker restarts. On a cluster of
+    your own it follows the workers that join or leave, looked up at most every
+    `SLOTS_REFRESH_S` seconds (never below 1).
     """
 
     def __init__(self, client, cluster=None, *, timeout_s: float | None = 600.0,
@@ -120,7 +124,20 @@ class DaskExecutor:
         self._lock = threading.Lock()
         self._pending: dict = {}          # dask future key -> (dask future, our future)
         self._closed = False
-        self.workers = max(1, sum(client.nthreads().values()))
+        self._elastic = cluster is None
+        self._slots = max(1, sum(client.nthreads().values()))
+        self._slots_at = time.monotonic()
+
+    @property
+    def workers(self) -> int:
+        if self._elastic and not self._closed and \
+                time.monotonic() - self._slots_at > SLOTS_REFRESH_S:
+            self._slots_at = time.monotonic()
+            try:
+                self._slots = max(1, sum(self._client.nthreads().values()))
+            except Exception:      # the scheduler is briefly unreachable: keep the last count
+                pass
+        return self._slots
 
     # --- construction ----------------------------------------------------------------------
     @classmethod

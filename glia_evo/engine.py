@@ -187,8 +187,7 @@ class Engine:
                                      summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5)
         self.analyst = LLMAnalyst(self.llm, self.problem, prompts)
         self.supervisor = Supervisor(self.llm, self.problem, prompts)
-        self.concurrency = c.concurrency or 2 * getattr(self.pool, "workers",
-                                                        self.cfg.evaluation.workers)
+        self.concurrency = c.concurrency or 2 * self._slots()
 
     # --- counters kept in the store, so budgets and seeds survive restarts --------------------
     def _meta(self, key, default=0):
@@ -583,6 +582,10 @@ class Engine:
         self.inflight.append((cand, self.pool.submit(evaluate_job, job)))
         self._submitted += 1
 
+    def _slots(self) -> int:
+        """Evaluations to keep in flight: the executor's (a Dask cluster's may change)."""
+        return getattr(self.pool, "workers", self.cfg.evaluation.workers)
+
     # --- tuning: trials share the workers with candidates, every other slot --------------------
     def _trial_turn(self) -> bool:
         study = self.tuning.study
@@ -712,13 +715,12 @@ class Engine:
         self._seed_population()
         self._conclude_reopened_study()
         backlog = collections.deque(self.store.by_status("pending"))   # seeds or a killed run's
-        workers = getattr(self.pool, "workers", self.cfg.evaluation.workers)
         why = None
         try:
             while True:
                 self._collect()
                 why = self._why_stop()
-                while len(self.inflight) < workers:
+                while len(self.inflight) < self._slots():
                     if not why and self._trial_turn():
                         self._submit_trial()
                         why = self._why_stop()

@@ -156,27 +156,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_search_on_a_dask_scheduler_with_separately_started_workers(tmp_path):
+@pytest.fixture
+def scheduler():
+    """A `dask scheduler` on 127.0.0.1; `scheduler.add_worker(nthreads)` starts a `dask worker`."""
     port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
-                                          "127.0.0.1", "--port", str(port),
-                                          "--dashboard-address", ":0"],
+                               "127.0.0.1", "--port", str(port), "--dashboard-address",
+                               "127.0.0.1:0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+
+    class Scheduler:
+        address = f"tcp://127.0.0.1:{port}"
+
+        def add_worker(self, nthreads: int) -> None:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                 "--nthreads", str(nthreads), "--nworkers", "1", "--memory-limit", "0",
+                 "--host", "127.0.0.1", "--no-dashboard"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                                  "--nthreads", "2", "--nworkers", "1",
-                                                  "--memory-limit", "0", "--host",
-                                                  "127.0.0.1", "--no-dashboard"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        cfg = write_config(tmp_path, evals=8, tuning=False)
-        res = run_glia("run", str(cfg), "--out", str(tmp_path / "remote"), "--quiet",
-                       "--no-tracking", "--scheduler", address, timeout=300)
-        assert res.returncode == 0, res.stderr
-        assert "8 evaluations" in res.stdout
-        local = run_glia("run", str(cfg), "--out", str(tmp_path / "local"), "--quiet",
-                         "--no-tracking")
-        assert population(tmp_path / "remote") == population(tmp_path / "local")
+        yield Scheduler()
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -185,6 +185,36 @@ def test_search_on_a_dask_scheduler_with_separately_started_workers(tmp_path):
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_search_on_a_dask_scheduler_with_separately_started_workers(tmp_path, scheduler):
+    scheduler.add_worker(nthreads=2)
+    cfg = write_config(tmp_path, evals=8, tuning=False)
+    res = run_glia("run", str(cfg), "--out", str(tmp_path / "remote"), "--quiet",
+                   "--no-tracking", "--scheduler", scheduler.address, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "8 evaluations" in res.stdout
+    local = run_glia("run", str(cfg), "--out", str(tmp_path / "local"), "--quiet",
+                     "--no-tracking")
+    assert local.returncode == 0, local.stderr
+    assert population(tmp_path / "remote") == population(tmp_path / "local")
+
+
+def test_slots_follow_the_workers_that_join_a_scheduler(scheduler, monkeypatch):
+    import glia_evo.dask_executor as dx
+    monkeypatch.setattr(dx, "SLOTS_REFRESH_S", 0.0)
+    scheduler.add_worker(nthreads=1)
+    with DaskExecutor.connect(scheduler.address, timeout_s=60, memory_mb=512) as ex:
+        assert ex.workers == 1
+        scheduler.add_worker(nthreads=2)
+        deadline = time.monotonic() + 60
+        while ex.workers != 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ex.workers == 3
+        # (a function the separately started workers can import: this test module is not)
+        outcomes = [ex.submit(os.getpid).result(timeout=60) for _ in range(3)]
+        assert [o.status for o in outcomes] == ["ok"] * 3, [o.error for o in outcomes]
+        assert len({o.value for o in outcomes}) == 3          # each in its own job process
 
 
 def test_an_unreachable_scheduler_is_one_clear_line(tmp_path):
