@@ -20,28 +20,10 @@ import pytest
 
 from glia_evo.events import read_events
 from cli_helpers import run_glia as glia
+from test_faults import CONFIG as FAULTS_CONFIG
 
 EVALS = 24
-CONFIG = f"""
-name = "diskfull"
-seed = 0
-[search]
-islands = 2
-island_capacity = 4
-seeds = ["llq", "round_robin"]
-[budget]
-max_evaluations = {EVALS}
-[evaluation]
-workers = 2
-split = "quick"
-cascade = false
-[tuning]
-enabled = false
-[tracking]
-enabled = false
-[report]
-at_end = false
-"""
+CONFIG = FAULTS_CONFIG.format(evals=EVALS, split="quick")   # offline, no tracking, no report
 
 
 @pytest.fixture
