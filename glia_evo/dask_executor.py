@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 
 from sandbox.pool import JobOutcome, WorkerPool
 
@@ -60,16 +61,27 @@ _worker_pools: dict[tuple, WorkerPool] = {}
 _worker_pools_lock = threading.Lock()
 
 
-def _worker_pool(timeout_s, memory_mb, cpu_s) -> WorkerPool:
-    """One sandbox pool per worker process and limits. Dask's threads bound the concurrency,
-    so the pool itself admits plenty."""
-    key = (os.getpid(), timeout_s, memory_mb, cpu_s)
+def _worker_pool(session: str, timeout_s, memory_mb, cpu_s) -> WorkerPool:
+    """One sandbox pool per worker process and session (a run's executor). Dask's threads bound
+    the concurrency, so the pool itself admits plenty."""
+    key = (os.getpid(), session)
     with _worker_pools_lock:
         pool = _worker_pools.get(key)
         if pool is None:
             pool = WorkerPool(64, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s)
             _worker_pools[key] = pool
         return pool
+
+
+def close_session(session: str) -> bool:
+    """Run on every worker when a session's executor shuts down: kill the session's jobs still
+    running (Dask cannot stop a running task; nobody waits for these any more) and drop its
+    pool. Other sessions sharing the worker are left alone."""
+    with _worker_pools_lock:
+        pool = _worker_pools.pop((os.getpid(), session), None)
+    if pool is not None:
+        pool.shutdown(wait=True, kill=True)
+    return pool is not None
 
 
 class _WorkerSetup:
@@ -96,9 +108,9 @@ def _register_setup(client, ignore_interrupt: bool) -> None:
     client.register_plugin(plugin(ignore_interrupt))
 
 
-def run_contained(fn, args, kwargs, timeout_s, memory_mb, cpu_s) -> JobOutcome:
+def run_contained(session, fn, args, kwargs, timeout_s, memory_mb, cpu_s) -> JobOutcome:
     """The Dask task: `fn(*args, **kwargs)` in a contained process of this worker."""
-    pool = _worker_pool(timeout_s, memory_mb, cpu_s)
+    pool = _worker_pool(session, timeout_s, memory_mb, cpu_s)
     outcome = pool.submit(fn, *args, **kwargs).result()
     if outcome.status == "error" and outcome.traceback:
         outcome.traceback = outcome.traceback[-4000:]
@@ -124,6 +136,7 @@ class DaskExecutor:
         self._lock = threading.Lock()
         self._pending: dict = {}          # dask future key -> (dask future, our future)
         self._closed = False
+        self._session = uuid.uuid4().hex
         self._elastic = cluster is None
         self._slots = max(1, sum(client.nthreads().values()))
         self._slots_at = time.monotonic()
@@ -204,8 +217,9 @@ class DaskExecutor:
             if self._closed:
                 raise RuntimeError("cannot submit to a DaskExecutor that was shut down")
             started = time.monotonic()
-            theirs = self._client.submit(run_contained, fn, args, kwargs, self._timeout_s,
-                                         self._memory_mb, self._cpu_s, pure=False)
+            theirs = self._client.submit(run_contained, self._session, fn, args, kwargs,
+                                         self._timeout_s, self._memory_mb, self._cpu_s,
+                                         pure=False)
             self._pending[theirs.key] = (theirs, ours)
         theirs.add_done_callback(lambda f: self._done(f, ours, started))
         return ours
@@ -242,8 +256,9 @@ class DaskExecutor:
             pass
 
     def shutdown(self, wait: bool = True, *, kill: bool = True) -> None:
-        """Stop accepting jobs. kill=True cancels what is queued or running (status crashed);
-        kill=False waits for every submitted job. Closes the client (and a LocalCluster)."""
+        """Stop accepting jobs. kill=True cancels what is queued and kills what is running
+        (status crashed); kill=False waits for every submitted job. Closes the client (and a
+        LocalCluster)."""
         with self._lock:
             if self._closed:
                 return
@@ -260,6 +275,11 @@ class DaskExecutor:
                     pass
             try:
                 self._client.cancel([theirs for theirs, _ in pending], force=True)
+            except Exception:
+                pass
+        if self._cluster is None:          # a LocalCluster's workers die with it anyway
+            try:
+                self._client.run(close_session, self._session, on_error="ignore")
             except Exception:
                 pass
         try:

@@ -217,6 +217,23 @@ def test_slots_follow_the_workers_that_join_a_scheduler(scheduler, monkeypatch):
         assert len({o.value for o in outcomes}) == 3          # each in its own job process
 
 
+def test_shutdown_kills_the_jobs_running_on_a_cluster_of_your_own(scheduler):
+    scheduler.add_worker(nthreads=1)
+    ex = DaskExecutor.connect(scheduler.address, timeout_s=120, memory_mb=512)
+    [worker_pid] = ex.client.run(os.getpid).values()
+    future = ex.submit(time.sleep, 100)     # time.sleep: importable by the separate worker
+    deadline = time.monotonic() + 60
+    while not _children(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [job] = _children(worker_pid)
+    ex.shutdown()
+    assert future.result(timeout=5).status == "crashed"
+    deadline = time.monotonic() + 30
+    while _pid_alive(job) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(job), "the job kept running on the worker after the shutdown"
+
+
 def test_an_unreachable_scheduler_is_one_clear_line(tmp_path):
     cfg = write_config(tmp_path, evals=4, tuning=False)
     res = run_glia("run", str(cfg), "--out", str(tmp_path / "r"), "--quiet",
