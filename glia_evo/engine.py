@@ -29,12 +29,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from population import Candidate, Islands, Store, code_hash
+from population import DERIVED_OPERATORS, Candidate, Islands, Store, code_hash
 from sim.policies import baseline_source
 
 from . import analyst
 from .config import RunConfig
-from .events import EventLog
+from .events import EventLog, read_events
 from .jobs import EvalJob, evaluate_job, reference_job
 from .parallel import outcome_to_result
 from .operators.offline import for_problem
@@ -680,6 +680,25 @@ class Engine:
         if self.progress:
             self.progress(self.status())
 
+    def _recover_evaluation_events(self) -> None:
+        """Log the evaluations a kill cut off from events.jsonl.
+
+        The event is written after its result commits, so a SIGKILL between the two leaves a
+        counted evaluation with no line; it is written now, once, marked `recovered`."""
+        logged = {e.get("candidate") for e in read_events(self.events.path)
+                  if e.get("event") == "evaluation"}
+        members = None
+        for cand in self.store.all():
+            if cand.status == "pending" or cand.operator in DERIVED_OPERATORS or \
+                    cand.id in logged:
+                continue
+            members = members if members is not None else {m.id for m in self.store.members()}
+            self.events.write("evaluation", candidate=cand.id, island=cand.island,
+                              status=cand.status, fitness=cand.fitness,
+                              member=cand.id in members,
+                              seconds=round(cand.eval_seconds, 3), error=cand.error,
+                              recovered=True)
+
     def _maybe_migrate(self) -> None:
         s = self.cfg.search
         done = self.evaluations
@@ -709,6 +728,7 @@ class Engine:
         self._started = time.monotonic()
         self._elapsed_before = float(self._meta(ELAPSED_KEY, 0.0))
         self.events.write("start", config=self.cfg.to_dict(), evaluations=self.evaluations)
+        self._recover_evaluation_events()
         if self.tracker is not None:
             self.tracker.start_search(self.cfg.to_dict())
         self.reference = self._reference()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from population import Candidate
+from population import DERIVED_OPERATORS, Candidate
 
 from .jobs import EvalJob
 from .tuning import Tuner, with_knob_values
@@ -82,7 +82,7 @@ class TuningRuns:
         """Start a study for `cand` if it qualifies; returns it when one starts."""
         t = self.cfg.tuning
         if not t.enabled or self.study is not None or cand.status != "ok" or \
-                cand.operator in ("tune", "migration"):
+                cand.operator in DERIVED_OPERATORS:
             return None
         spec = self.knob_spec_of(cand.source)
         tuned = set(self.store.get_meta(TUNED_KEY, []) or [])

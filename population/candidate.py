@@ -12,6 +12,10 @@ STATUSES = ("pending", "ok", "error", "timeout", "crashed", "invalid", "rejected
 without error (fitness may still be poor); `error | timeout | crashed | invalid` mirror the
 sandbox's EvalResult statuses; `rejected` = never evaluated (duplicate, failed a pre-check)."""
 
+DERIVED_OPERATORS = ("migration", "tune")
+"""Operators whose candidates are stored finished, with a result copied from others (a migrant's
+from its original, a tuned child's from its study's best trial): never evaluated on their own."""
+
 
 @dataclass
 class Candidate:

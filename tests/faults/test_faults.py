@@ -3,6 +3,7 @@
 Each test checks that nothing finished is lost and that the run ends cleanly or resumes.
 (Tracking-server and LLM-endpoint outages are covered in test_tracking.py and test_llm_run.py.)
 """
+import json
 import os
 import signal
 import subprocess
@@ -149,3 +150,26 @@ def test_a_truncated_event_log_line_is_skipped_and_the_run_resumes(tmp_path):
     assert res.returncode == 0, res.stderr
     events = [e for e in read_events(out / "events.jsonl") if e["event"] == "evaluation"]
     assert len(events) == 8
+
+
+def test_an_evaluation_whose_event_a_kill_cut_off_is_logged_on_resume(tmp_path):
+    # the event is written after its result commits: a SIGKILL between the two leaves a counted
+    # evaluation without a line, which the next session writes once, marked `recovered`
+    proc, out = start(tmp_path, evals=6)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    path = out / "events.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if '"event": "evaluation"' in line)
+    lost = json.loads(lines[last])
+    path.write_text("".join(lines[:last] + lines[last + 1:]))
+    res = glia("resume", str(out), "--quiet", "--max-evaluations", "7")
+    assert res.returncode == 0, res.stderr
+    events = [e for e in read_events(path) if e["event"] == "evaluation"]
+    ids = [e["candidate"] for e in events]
+    assert len(ids) == len(set(ids)) == 7
+    again = [e for e in events if e["candidate"] == lost["candidate"]]
+    assert again[0]["recovered"] is True
+    assert {k: again[0][k] for k in ("island", "status", "fitness", "error")} == \
+        {k: lost[k] for k in ("island", "status", "fitness", "error")}
+    assert sum(1 for e in events if e.get("recovered")) == 1
