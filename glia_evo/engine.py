@@ -624,7 +624,7 @@ class Engine:
             return
         ok = result is not None and result.status == "ok" and result.fitness == child.fitness
         child.reasoning = analyst.summarize(result if ok else _as_result(child), parent.fitness,
-                                            parent.metrics, child.rationale, self.problem.metric)
+                                            parent.metrics, child.rationale, self.problem)
         child.evaluated_at = time.time()
         with self.store.transaction():
             member = self.islands.insert(child)
@@ -658,7 +658,7 @@ class Engine:
         cand.reasoning = analyst.summarize(result, parent.fitness if parent else None,
                                            parent.metrics if parent else None,
                                            cand.extra.get("hypothesis") or cand.rationale,
-                                           self.problem.metric)
+                                           self.problem)
         with self.store.transaction():
             member = self.islands.insert(cand)
             self.store.set_meta(EVALUATIONS_KEY, self.evaluations + 1)

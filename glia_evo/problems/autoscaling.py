@@ -13,6 +13,7 @@ from sim import ClusterSpec, ReplicaSpec
 from sim.cluster import AutoscaleSpec
 from sim.workload import diurnal_workload, step_workload
 
+from ..analyst import changes
 from .base import Problem, Scenario
 from .routing import A10, A100, _azure
 
@@ -95,6 +96,51 @@ window_s), slo_ttft_s, slo_tpot_s, slo_target, gpu_seconds (cost so far), replic
 views of every replica not stopped, with `state`).
 """
 
+SHORT_LIVED_S = 180.0     # a replica stopped this soon after it started paid its cold start for little
+
+
+def _target(instance: str) -> float:
+    """The SLO target of an instance (`scenario#seed`) of this problem."""
+    scenario = SCENARIOS.get(instance.split("#")[0])
+    return scenario.cluster.slo_target if scenario is not None else 0.95
+
+
+def advice(scenarios: dict, diagnostics: dict, parent: dict | None) -> list[str]:
+    """Autoscaling evidence: SLO shortfalls (too little, too late), headroom and cost when the
+    SLO holds, replicas stopped soon after they started (flapping)."""
+    out = []
+    short = {n: m for n, m in scenarios.items() if m.get("slo_shortfall", 0) > 0}
+    if short:
+        listed = ", ".join(f"{n} {m['slo_attainment']:.3f} (target "
+                           f"{_target(n):.3g})"
+                           for n, m in short.items())
+        out.append(f"SLO attainment below target on {listed}: capacity arrives too late or too "
+                   f"little; a new replica serves only after its cold start, so grow on a rising "
+                   f"arrival_rate, queue or oldest_wait_s before latency degrades.")
+    elif scenarios:
+        margin = min(m.get("slo_attainment", 1.0) - _target(n) for n, m in scenarios.items())
+        more = [f"{n} {c:+.0%}" for n, c in changes(scenarios, parent, "gpu_seconds").items()
+                if c > 0.02]
+        text = f"The SLO target holds on every scenario (smallest margin {margin:+.3f})"
+        if more:
+            text += ("; GPU cost rose on " + ", ".join(more) + ": keep less headroom or shrink "
+                     "sooner when recent_slo_attainment is well above target.")
+        elif margin > 0.02:
+            text += "; the lever left is cost: trim idle headroom."
+        else:
+            text += ("; close to the target, savings must come from timing: grow just ahead of "
+                     "demand, shrink right after it.")
+        out.append(text)
+    flaps = sum(1 for d in diagnostics.values() for r in d.get("per_replica", [])
+                if r.get("stopped_s") is not None and r.get("started_s", 0) > 0 and
+                r["stopped_s"] - r["started_s"] < SHORT_LIVED_S)
+    if flaps:
+        out.append(f"{flaps} replicas were stopped less than {SHORT_LIVED_S:.0f} s after they "
+                   f"started (cold start paid for little service): add hysteresis or a "
+                   f"cool-down before shrinking.")
+    return out
+
+
 AUTOSCALING = Problem(
     name="autoscaling",
     entrypoints=("scale",),
@@ -112,4 +158,6 @@ AUTOSCALING = Problem(
     description=DESCRIPTION,
     fixed=(("route", "routing", "llq"),),
     derive=penalized,
+    valid_answer="return an int between cluster.min_replicas and cluster.max_replicas",
+    advice=advice,
 )

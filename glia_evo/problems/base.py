@@ -74,6 +74,10 @@ class Problem:
     # extra metrics computed from a run's metrics and cluster (e.g. a penalised cost); the
     # problem's `metric` may be one of them
     derive: Callable[[dict, ClusterSpec], dict] | None = None
+    # for the rule-based Analyst: what a valid answer is (advice on an `invalid` candidate), and
+    # evidence sentences from (per-scenario metrics, diagnostics, the parent's metrics or None)
+    valid_answer: str = ""
+    advice: Callable[[dict, dict, dict | None], list[str]] | None = None
 
     def scenario(self, name: str) -> Scenario:
         try:

@@ -6,6 +6,7 @@ from functools import partial
 from sim import ClusterSpec, ReplicaSpec
 from sim.workload import glia_workload, packaged_trace, scale_rate, window
 
+from ..analyst import kv_pressure, slowest_request
 from .base import Problem, Scenario
 
 AZURE_WINDOW_S = 1200.0
@@ -64,6 +65,17 @@ Replica view: id, gpu, state, num_blocks, block_size, free_blocks, used_blocks, 
 max_batch, num_pending, num_active, pending (list of requests), active (list of requests).
 """
 
+def advice(scenarios: dict, diagnostics: dict, parent: dict | None) -> list[str]:
+    """Routing evidence: memory pressure, load imbalance across replicas, the slowest request."""
+    out = kv_pressure(scenarios, "dispatch less work to replicas short of memory, or reserve "
+                                 "headroom for growing outputs")
+    imbalance = [d.get("load_imbalance_cv_mean", 0) for d in diagnostics.values()]
+    if imbalance and max(imbalance) > 0.5:
+        out.append(f"Load imbalance across replicas is high (CV up to {max(imbalance):.3g}); "
+                   f"balance by pending+active or by free blocks.")
+    return out + slowest_request(diagnostics)
+
+
 ROUTING = Problem(
     name="routing",
     entrypoints=("route",),
@@ -82,4 +94,7 @@ ROUTING = Problem(
     },
     default_scenario="glia",
     description=DESCRIPTION,
+    valid_answer="return (request_id, replica_id) pairs that dispatch each request at most once, "
+                 "to a replica that exists",
+    advice=advice,
 )

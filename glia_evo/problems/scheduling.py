@@ -10,6 +10,7 @@ from functools import partial
 from sim import ClusterSpec
 from sim.workload import glia_workload, heavy_tail_workload
 
+from ..analyst import changes, kv_pressure, slowest_request
 from .base import Problem, Scenario
 from .routing import A10, _azure
 
@@ -68,6 +69,25 @@ Replica view: id, gpu, state, num_blocks, block_size, free_blocks, used_blocks, 
 max_batch, num_pending, num_active.
 """
 
+def advice(scenarios: dict, diagnostics: dict, parent: dict | None) -> list[str]:
+    """Scheduling evidence: memory pressure, starvation, a tail paid for the mean."""
+    out = kv_pressure(scenarios, "admit less while free blocks are short, leaving room for "
+                                 "growing outputs")
+    starved = {n: m["starved"] for n, m in scenarios.items() if m.get("starved")}
+    if starved:
+        worst = max(starved, key=lambda n: scenarios[n].get("max_wait_s", 0))
+        out.append(f"{sum(starved.values())} requests starved (waited past the scenario's "
+                   f"threshold; longest wait {scenarios[worst].get('max_wait_s', 0):.0f} s on "
+                   f"{worst}): the order passes some requests over again and again, likely long "
+                   f"prompts; age waiting requests so that none waits forever.")
+    mean, tail = changes(scenarios, parent, "mean_e2e_s"), changes(scenarios, parent, "p99_e2e_s")
+    paid = [f"{n} {tail[n]:+.0%}" for n in tail if tail[n] > 0.1 and mean.get(n, 0) < -0.02]
+    if paid:
+        out.append("The tail paid for the mean: p99 latency worse on " + ", ".join(paid) +
+                   " while the mean improved; bound how long a request can be passed over.")
+    return out + slowest_request(diagnostics)
+
+
 SCHEDULING = Problem(
     name="scheduling",
     entrypoints=("schedule",),
@@ -85,4 +105,7 @@ SCHEDULING = Problem(
     default_scenario="heavy_tail",
     description=DESCRIPTION,
     fixed=(("route", "routing", "llq"),),
+    valid_answer="return a list of distinct ids taken from `pending`, with at least one when "
+                 "`active` is empty",
+    advice=advice,
 )
