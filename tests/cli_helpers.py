@@ -6,3 +6,25 @@ import sys
 def run_glia(*args, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "glia_evo.cli", *args], capture_output=True,
                           text=True, timeout=timeout, **kw)
+
+
+SMALL_RUN = {
+    "search": {"islands": 2, "island_capacity": 4, "seeds": ["llq", "round_robin"]},
+    "evaluation": {"workers": 2, "split": "quick", "cascade": False},
+    "tuning": {"enabled": False},
+    "tracking": {"enabled": False},
+    "report": {"at_end": False},
+}
+
+
+def small_run_toml(name: str, evaluations: int, seed: int = 0, **sections: dict) -> str:
+    """The config.toml of a small, quick test run: two islands of 4 seeded with llq and
+    round_robin, 2 workers on the quick split without the cascade; tuning, tracking and the
+    report at the end off, so each test turns on only what it tests. `sections` (e.g.
+    `tuning={"enabled": True, "trials": 2}`) are merged key by key over these defaults."""
+    import tomli_w
+    config = {"name": name, "seed": seed, "budget": {"max_evaluations": evaluations}}
+    for section in {**SMALL_RUN, **sections}:
+        config[section] = {**config.get(section, {}), **SMALL_RUN.get(section, {}),
+                           **sections.get(section, {})}
+    return tomli_w.dumps(config)

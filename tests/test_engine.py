@@ -11,39 +11,17 @@ import pytest
 
 from glia_evo.events import read_events
 from population import Store
-from cli_helpers import run_glia as glia
-
-CONFIG = """
-name = "t"
-seed = {seed}
-[search]
-islands = 2
-island_capacity = 4
-seeds = {seeds}
-migration_interval = 5
-[budget]
-minutes = 30.0
-max_evaluations = {evals}
-[evaluation]
-workers = 2
-split = "quick"
-cascade = false
-timeout_s = 120.0
-[tuning]
-enabled = {tuning}
-[report]
-at_end = false
-"""
+from cli_helpers import run_glia as glia, small_run_toml
 
 
-def write_config(tmp_path: Path, evals=16, seeds='["llq", "round_robin"]', seed=0,
+def write_config(tmp_path: Path, evals=16, seeds=("llq", "round_robin"), seed=0,
                  tuning=True) -> Path:
     path = tmp_path / f"cfg_{evals}_{seed}_{tuning}.toml"
-    path.write_text(CONFIG.format(evals=evals, seeds=seeds, seed=seed,
-                                  tuning=str(tuning).lower()))
+    path.write_text(small_run_toml(
+        "t", evals, seed, search={"seeds": list(seeds), "migration_interval": 5},
+        budget={"minutes": 30.0}, evaluation={"timeout_s": 120.0},
+        tuning={"enabled": tuning}, tracking={"enabled": True}))
     return path
-
-
 
 
 def population(run_dir: Path) -> list[tuple]:
@@ -105,7 +83,7 @@ def test_sigkill_then_resume_loses_nothing_and_matches_an_uninterrupted_run(tmp_
 
 
 def test_offline_search_improves_on_its_seed(tmp_path):
-    cfg = write_config(tmp_path, evals=30, seeds='["round_robin"]', seed=3)
+    cfg = write_config(tmp_path, evals=30, seeds=("round_robin",), seed=3)
     out = tmp_path / "improve"
     proc = glia("run", str(cfg), "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr

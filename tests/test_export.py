@@ -3,25 +3,11 @@ import json
 import subprocess
 import sys
 
-from cli_helpers import run_glia as glia
+from cli_helpers import run_glia as glia, small_run_toml
 from population import Store
 
-CONFIG = """
-name = "exp"
-seed = 0
-[search]
-islands = 1
-island_capacity = 4
-seeds = ["round_robin", "llq"]
-[budget]
-max_evaluations = 8
-[evaluation]
-workers = 2
-split = "quick"
-cascade = false
-[report]
-at_end = false
-"""
+CONFIG = small_run_toml("exp", 8, search={"islands": 1, "seeds": ["round_robin", "llq"]},
+                        tuning={"enabled": True}, tracking={"enabled": True})
 
 STANDALONE = r"""
 import importlib.util, sys, types

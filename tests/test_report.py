@@ -3,33 +3,17 @@ end of a run ([report] at_end) and on demand (`glia-evo report`)."""
 import json
 import os
 
-from cli_helpers import run_glia as glia
+from cli_helpers import run_glia as glia, small_run_toml
 
-CONFIG = """
-name = "rep"
-seed = 0
-[search]
-islands = 1
-island_capacity = 4
-seeds = ["round_robin", "least_kv"]
-[budget]
-max_evaluations = {evals}
-[evaluation]
-workers = 2
-split = "quick"
-cascade = false
-[tuning]
-enabled = false
-[report]
-at_end = {at_end}
-split = "quick"
-"""
 FILES = {"heldout.md", "heldout.png", "fitness_over_time.png", "heldout.json"}
 
 
 def write(tmp_path, evals=5, at_end=False):
     cfg = tmp_path / "rep.toml"
-    cfg.write_text(CONFIG.format(evals=evals, at_end=str(at_end).lower()))
+    cfg.write_text(small_run_toml("rep", evals, search={"islands": 1,
+                                                         "seeds": ["round_robin", "least_kv"]},
+                                  tracking={"enabled": True},
+                                  report={"at_end": at_end, "split": "quick"}))
     return cfg
 
 

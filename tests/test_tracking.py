@@ -10,27 +10,14 @@ import pytest
 
 from glia_evo.ui import command, wait_until_up
 from population import Store
-from cli_helpers import run_glia as glia
+from cli_helpers import run_glia as glia, small_run_toml
 
-CONFIG = """
-name = "trk"
-seed = 0
-[search]
-islands = 2
-island_capacity = 4
-seeds = ["round_robin", "llq"]
-migration_interval = 4
-[budget]
-max_evaluations = {evals}
-[evaluation]
-workers = 2
-split = "quick"
-cascade = false
-[tuning]
-trials = 2
-[report]
-at_end = false
-"""
+
+
+def config(evals: int, tuning: bool = True) -> str:
+    return small_run_toml("trk", evals, search={"seeds": ["round_robin", "llq"],
+                                                "migration_interval": 4},
+                          tuning={"enabled": tuning, "trials": 2}, tracking={"enabled": True})
 
 
 def free_port() -> int:
@@ -107,7 +94,7 @@ def check_store_matches_mlflow(run_dir: Path, runs: list[dict]) -> None:
 
 def test_mlflow_server_shows_the_search_and_every_candidate(tmp_path):
     cfg = tmp_path / "trk.toml"
-    cfg.write_text(CONFIG.format(evals=14))
+    cfg.write_text(config(14))
     run = tmp_path / "run"
     proc = glia("run", str(cfg), "--out", str(run), "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -134,14 +121,14 @@ def test_candidates_a_session_left_unlogged_are_logged_by_the_next(tmp_path):
     session with tracking off) leaves candidates without a nested run; the next session's
     tracker finds them in the state file and logs them."""
     cfg = tmp_path / "trk.toml"
-    cfg.write_text(CONFIG.format(evals=6))
+    cfg.write_text(config(6))
     run = tmp_path / "run"
     proc = glia("run", str(cfg), "--out", str(run), "--quiet", "--no-tracking")
     assert proc.returncode == 0, proc.stderr
     assert not (run / "mlflow.db").exists()
-    config = (run / "config.toml").read_text()
-    (run / "config.toml").write_text(config.replace("[tracking]\nenabled = false",
-                                                    "[tracking]\nenabled = true"))
+    saved = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(saved.replace("[tracking]\nenabled = false",
+                                                   "[tracking]\nenabled = true"))
     proc = glia("resume", str(run), "--quiet", "--max-evaluations", "9")
     assert proc.returncode == 0, proc.stderr
     assert "left unlogged" in (run / "tracking.log").read_text()
@@ -155,7 +142,7 @@ def test_candidates_a_session_left_unlogged_are_logged_by_the_next(tmp_path):
 def test_ui_serves_the_run_on_loopback_and_stops_on_ctrl_c(tmp_path):
     import signal
     cfg = tmp_path / "trk.toml"
-    cfg.write_text(CONFIG.format(evals=3).replace("trials = 2", "enabled = false"))
+    cfg.write_text(config(3, tuning=False))
     run = tmp_path / "run"
     assert glia("run", str(cfg), "--out", str(run), "--quiet").returncode == 0
     port = free_port()

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli_helpers import small_run_toml
+
 KINDS = ("job", "tracker", "sigterm", "sigint", "sigint2", "kill_group", "kill_pid")
 ENDING = ("sigterm", "sigint", "sigint2", "kill_group", "kill_pid")   # the session ends
 HARD = ("kill_group", "kill_pid")                                     # no chance to clean up
@@ -186,32 +188,6 @@ class Settings:
                                 # program after ~130 evaluations there: 8 for long soaks
 
 
-CONFIG = """
-name = "soak"
-seed = {seed}
-[search]
-islands = 2
-island_capacity = {capacity}
-seeds = ["llq", "round_robin"]
-migration_interval = 5
-[budget]
-minutes = 600.0
-max_evaluations = {evaluations}
-[evaluation]
-workers = {workers}
-split = "{split}"
-cascade = {cascade}
-cascade_split = "quick"
-cascade_threshold = 0.95
-timeout_s = 120.0
-[tuning]
-enabled = true
-trials = 3
-[report]
-at_end = false
-"""
-
-
 class Soak:
     def __init__(self, root: Path, settings: Settings, log=print):
         self.s = settings
@@ -219,11 +195,15 @@ class Soak:
         self.dir = root / "run"
         self.cfg = root / "soak.toml"
         root.mkdir(parents=True, exist_ok=True)
-        self.cfg.write_text(CONFIG.format(
-            seed=settings.seed, evaluations=settings.evaluations, workers=settings.workers,
-            capacity=settings.capacity,
-            split="train" if settings.cascade else "quick",
-            cascade=str(settings.cascade).lower()))
+        self.cfg.write_text(small_run_toml(
+            "soak", settings.evaluations, settings.seed,
+            search={"island_capacity": settings.capacity, "migration_interval": 5},
+            budget={"minutes": 600.0},
+            evaluation={"workers": settings.workers, "timeout_s": 120.0,
+                        "split": "train" if settings.cascade else "quick",
+                        "cascade": settings.cascade, "cascade_split": "quick",
+                        "cascade_threshold": 0.95},
+            tuning={"enabled": True, "trials": 3}, tracking={"enabled": True}))
         self.rng = random.Random(settings.seed)
         self.plan = self._plan(settings.faults)
         self.planned = list(self.plan)
@@ -864,28 +844,6 @@ def _tail(path: Path, n: int) -> str:
 
 
 # --- reproductions: a SIGKILL at an exact line --------------------------------------------------
-REPRO_CONFIG = """
-name = "repro"
-seed = {seed}
-[search]
-islands = 2
-island_capacity = 4
-seeds = ["llq", "round_robin"]
-migration_interval = 5
-[budget]
-max_evaluations = {evaluations}
-[evaluation]
-workers = 2
-split = "quick"
-cascade = false
-[tuning]
-enabled = {tuning}
-trials = 3
-[tracking]
-enabled = {tracking}
-[report]
-at_end = false
-"""
 
 DRIVER = """
 import os, signal, sys
@@ -905,8 +863,10 @@ def repro_config(root: Path, evaluations: int, seed: int = 0, tuning: bool = Fal
                  tracking: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     cfg = root / "repro.toml"
-    cfg.write_text(REPRO_CONFIG.format(evaluations=evaluations, seed=seed,
-                                       tuning=str(tuning).lower(), tracking=str(tracking).lower()))
+    cfg.write_text(small_run_toml("repro", evaluations, seed,
+                                  search={"migration_interval": 5},
+                                  tuning={"enabled": tuning, "trials": 3},
+                                  tracking={"enabled": tracking}))
     return cfg
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from glia_evo.events import read_events
-from cli_helpers import run_glia as glia
-from test_faults import CONFIG as FAULTS_CONFIG
+from cli_helpers import run_glia as glia, small_run_toml
 
 EVALS = 24
-CONFIG = FAULTS_CONFIG.format(evals=EVALS, split="quick")   # offline, no tracking, no report
+CONFIG = small_run_toml("faults", EVALS)   # offline, no tracking, no report
 
 
 @pytest.fixture

@@ -13,33 +13,13 @@ from pathlib import Path
 
 from glia_evo.events import read_events
 from population import Store
-from cli_helpers import run_glia as glia
+from cli_helpers import run_glia as glia, small_run_toml
 
-CONFIG = """
-name = "faults"
-seed = 0
-[search]
-islands = 2
-island_capacity = 4
-seeds = ["llq", "round_robin"]
-[budget]
-max_evaluations = {evals}
-[evaluation]
-workers = 2
-split = "{split}"
-cascade = false
-[tuning]
-enabled = false
-[tracking]
-enabled = false
-[report]
-at_end = false
-"""
 
 
 def start(tmp_path: Path, evals: int, split: str = "quick") -> tuple[subprocess.Popen, Path]:
     cfg = tmp_path / "faults.toml"
-    cfg.write_text(CONFIG.format(evals=evals, split=split))
+    cfg.write_text(small_run_toml("faults", evals, evaluation={"split": split}))
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
                              str(out), "--quiet"], stdout=subprocess.PIPE,

@@ -6,7 +6,7 @@ from cli_helpers import run_glia as glia
 from llm_server import GoAway, Reply, Status
 import llm_scripts
 from test_llm_run import candidates, events, run, server  # noqa: F401  (server: a fixture)
-from test_tracking import CONFIG as TRACKING_CONFIG, Server, check_store_matches_mlflow, free_port
+from test_tracking import Server, check_store_matches_mlflow, config as tracking_config, free_port
 
 
 def test_endpoint_going_away_mid_run_and_coming_back(tmp_path, server):
@@ -46,7 +46,7 @@ def test_endpoint_down_for_good_falls_back_to_offline_and_rule_based_summaries(t
 def test_unreachable_tracking_server_is_caught_up_after_it_returns(tmp_path):
     port = free_port()
     cfg = tmp_path / "trk.toml"
-    cfg.write_text(TRACKING_CONFIG.format(evals=6))
+    cfg.write_text(tracking_config(6))
     run = tmp_path / "run"
     proc = glia("run", str(cfg), "--out", str(run), "--quiet", "--tracking-uri",
                 f"http://127.0.0.1:{port}")
