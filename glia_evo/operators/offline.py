@@ -300,6 +300,12 @@ def for_problem(problem) -> "OfflineMutator":
     if problem.name == "routing":
         from .routing_blocks import ROUTING_OPERATORS, ROUTING_WEIGHTS
         return OfflineMutator(problem.entrypoints, ROUTING_OPERATORS, ROUTING_WEIGHTS)
+    if problem.name == "scheduling":
+        from .filters import SCHEDULING_OPERATORS, SCHEDULING_WEIGHTS
+        return OfflineMutator(problem.entrypoints, SCHEDULING_OPERATORS, SCHEDULING_WEIGHTS)
+    if problem.name == "autoscaling":
+        from .filters import AUTOSCALING_OPERATORS, AUTOSCALING_WEIGHTS
+        return OfflineMutator(problem.entrypoints, AUTOSCALING_OPERATORS, AUTOSCALING_WEIGHTS)
     return OfflineMutator(problem.entrypoints)
 
 
