@@ -57,20 +57,44 @@ def _import_distributed():
 
 
 # --- on the worker ---------------------------------------------------------------------------------
+IDLE_POOL_ENV = "GLIA_EVO_DASK_IDLE_POOL_S"   # a session's idle pool is closed (default 600 s)
 _worker_pools: dict[tuple, WorkerPool] = {}
+_pool_use: dict[tuple, list] = {}             # key -> [jobs running, time the last one ended]
 _worker_pools_lock = threading.Lock()
 
 
-def _worker_pool(session: str, timeout_s, memory_mb, cpu_s) -> WorkerPool:
-    """One sandbox pool per worker process and session (a run's executor). Dask's threads bound
-    the concurrency, so the pool itself admits plenty."""
+def _worker_pool(session: str, timeout_s, memory_mb, cpu_s) -> tuple[tuple, WorkerPool]:
+    """One sandbox pool per worker process and session (a run's executor), counted as in use
+    until `_release`. Dask's threads bound the concurrency, so the pool itself admits plenty.
+    Pools of other sessions idle for IDLE_POOL_ENV seconds are closed on the way: a run
+    SIGKILLed never says goodbye (`close_session`), and its pool would stay for the worker's
+    life; a live session whose pool was closed gets a new one with its next job."""
     key = (os.getpid(), session)
+    idle_s = _env_seconds(IDLE_POOL_ENV, 600.0)
+    now = time.monotonic()
     with _worker_pools_lock:
+        stale = [k for k, (running, last) in _pool_use.items()
+                 if k != key and running == 0 and now - last > idle_s]
+        closing = [_worker_pools.pop(k) for k in stale]
+        for k in stale:
+            del _pool_use[k]
         pool = _worker_pools.get(key)
         if pool is None:
             pool = WorkerPool(64, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s)
             _worker_pools[key] = pool
-        return pool
+            _pool_use[key] = [0, now]
+        _pool_use[key][0] += 1
+    for old in closing:
+        old.shutdown(wait=True, kill=True)
+    return key, pool
+
+
+def _release(key: tuple) -> None:
+    with _worker_pools_lock:
+        use = _pool_use.get(key)
+        if use is not None:
+            use[0] -= 1
+            use[1] = time.monotonic()
 
 
 def close_session(session: str) -> bool:
@@ -79,6 +103,7 @@ def close_session(session: str) -> bool:
     pool. Other sessions sharing the worker are left alone."""
     with _worker_pools_lock:
         pool = _worker_pools.pop((os.getpid(), session), None)
+        _pool_use.pop((os.getpid(), session), None)
     if pool is not None:
         pool.shutdown(wait=True, kill=True)
     return pool is not None
@@ -110,8 +135,11 @@ def _register_setup(client, ignore_interrupt: bool) -> None:
 
 def run_contained(session, fn, args, kwargs, timeout_s, memory_mb, cpu_s) -> JobOutcome:
     """The Dask task: `fn(*args, **kwargs)` in a contained process of this worker."""
-    pool = _worker_pool(session, timeout_s, memory_mb, cpu_s)
-    outcome = pool.submit(fn, *args, **kwargs).result()
+    key, pool = _worker_pool(session, timeout_s, memory_mb, cpu_s)
+    try:
+        outcome = pool.submit(fn, *args, **kwargs).result()
+    finally:
+        _release(key)
     if outcome.status == "error" and outcome.traceback:
         outcome.traceback = outcome.traceback[-4000:]
     return outcome

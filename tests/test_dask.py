@@ -283,3 +283,21 @@ def test_without_distributed_the_executor_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)      # as if it were not installed
     with pytest.raises(ExecutorError, match=r"pip install 'glia-evo\[dask\]'"):
         make_executor(EvaluationConfig(executor="dask-local"))
+
+
+def test_a_pool_left_idle_by_a_vanished_run_is_closed_on_the_worker(monkeypatch):
+    # a run SIGKILLed never calls close_session: its pool on each worker (a thread, a pipe) is
+    # closed once idle, when another session's job arrives; a live session keeps its own
+    from glia_evo import dask_executor as dx
+    monkeypatch.setenv(dx.IDLE_POOL_ENV, "0.3")
+    assert dx.run_contained("gone", job_pids, (1,), {}, 30, 512, 30).status == "ok"
+    gone = dx._worker_pools[(os.getpid(), "gone")]
+    assert dx.run_contained("alive", job_pids, (1,), {}, 30, 512, 30).status == "ok"
+    assert (os.getpid(), "gone") in dx._worker_pools          # not idle long enough yet
+    time.sleep(0.5)
+    assert dx.run_contained("alive", job_pids, (1,), {}, 30, 512, 30).status == "ok"
+    assert (os.getpid(), "gone") not in dx._worker_pools
+    with pytest.raises(RuntimeError, match="shut down"):
+        gone.submit(job_pids, 1)
+    assert (os.getpid(), "alive") in dx._worker_pools         # its own pool is never reaped
+    assert dx.close_session("alive") and not dx._worker_pools

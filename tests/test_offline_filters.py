@@ -71,7 +71,7 @@ def test_reorder_smallest_prefill_first_behaves_like_the_baseline(monkeypatch):
     monkeypatch.setattr(filters, "ORDER_KEYS", [k for k in filters.ORDER_KEYS
                                                 if k[1] == "the smallest prefill first"])
     child, what = apply(baseline_source("scheduling", "fcfs"), filters.reorder)
-    assert what == "admit in order of the smallest prefill first"
+    assert what == "admit in order of the smallest prefill first"   # no knob: no value
     spf = quick("scheduling", baseline_source("scheduling", "shortest_prompt_first"))
     fcfs = quick("scheduling", baseline_source("scheduling", "fcfs"))
     mine = quick("scheduling", child)

@@ -66,7 +66,8 @@ def _scale_filter(tree, stem: str, source: str) -> str:
 
 
 def cooldown(tree, rng: random.Random, other=None) -> str:
-    knob = _add_knob(tree, "cool", rng.choice([60.0, 120.0, 300.0]), 0.0, 900.0)
+    value = rng.choice([60.0, 120.0, 300.0])
+    knob = _add_knob(tree, "cool", value, 0.0, 900.0)
     _scale_filter(tree, "cooldown", f"""
 NAME_STATE = {{'up': -1000000000.0}}
 def NAME(want, cluster, now, knobs):
@@ -76,32 +77,36 @@ def NAME(want, cluster, now, knobs):
         return cluster.num_replicas
     return want
 """)
-    return f"no shrinking within {knob} seconds of the last growth (hysteresis against flapping)"
+    return (f"no shrinking within {knob} = {value:g} s of the last growth (hysteresis against "
+            f"flapping)")
 
 
 def wait_boost(tree, rng, other=None) -> str:
-    knob = _add_knob(tree, "wait", rng.choice([0.5, 1.0, 2.0, 5.0]), 0.0, 30.0)
+    value = rng.choice([0.5, 1.0, 2.0, 5.0])
+    knob = _add_knob(tree, "wait", value, 0.0, 30.0)
     _scale_filter(tree, "wait_boost", f"""
 def NAME(want, cluster, now, knobs):
     if cluster.oldest_wait_s > knobs[{knob!r}] and cluster.num_starting == 0:
         return max(want, min(cluster.max_replicas, cluster.num_replicas + 1))
     return want
 """)
-    return f"add a replica while a request has waited longer than {knob} seconds for admission"
+    return f"add a replica while a request has waited over {knob} = {value:g} s for admission"
 
 
 def rate_floor(tree, rng, other=None) -> str:
-    knob = _add_knob(tree, "per_replica", rng.choice([1.5, 2.5, 4.0]), 0.5, 20.0)
+    value = rng.choice([1.5, 2.5, 4.0])
+    knob = _add_knob(tree, "per_replica", value, 0.5, 20.0)
     _scale_filter(tree, "rate_floor", f"""
 def NAME(want, cluster, now, knobs):
     need = int(cluster.arrival_rate / knobs[{knob!r}] + 0.999)
     return max(want, min(cluster.max_replicas, need))
 """)
-    return f"run at least one replica per {knob} requests/s of recent arrivals"
+    return f"run at least one replica per {knob} = {value:g} requests/s of recent arrivals"
 
 
 def slo_guard(tree, rng, other=None) -> str:
-    knob = _add_knob(tree, "slo_margin", rng.choice([0.0, 0.01, 0.02]), -0.05, 0.05)
+    value = rng.choice([0.0, 0.01, 0.02])
+    knob = _add_knob(tree, "slo_margin", value, -0.05, 0.05)
     _scale_filter(tree, "slo_guard", f"""
 def NAME(want, cluster, now, knobs):
     if (cluster.recent_completed > 0 and cluster.num_starting == 0 and
@@ -109,7 +114,7 @@ def NAME(want, cluster, now, knobs):
         return max(want, min(cluster.max_replicas, cluster.num_replicas + 1))
     return want
 """)
-    return f"add a replica while recent SLO attainment is below the target + {knob}"
+    return f"add a replica while recent SLO attainment is below the target + {knob} = {value:g}"
 
 
 AUTOSCALING_OPERATORS = {"cooldown": cooldown, "wait_boost": wait_boost,
@@ -130,7 +135,7 @@ def reorder(tree, rng, other=None) -> str:
     key, meaning, spec = rng.choice(ORDER_KEYS)
     if spec is not None:
         knob = _add_knob(tree, *spec)
-        key, meaning = key.replace("K", repr(knob)), meaning.replace("K", knob)
+        key, meaning = key.replace("K", repr(knob)), meaning.replace("K", f"{knob} = {spec[1]:g}")
     key = key.replace("q.", "by_id[rid].")
     add_filter(tree, "schedule", 5, "reorder", f"""
 def NAME(ids, pending, now, knobs):
@@ -141,7 +146,8 @@ def NAME(ids, pending, now, knobs):
 
 
 def admit_margin(tree, rng, other=None) -> str:
-    knob = _add_knob(tree, "margin", rng.choice([0.02, 0.05, 0.1]), 0.0, 0.5)
+    value = rng.choice([0.02, 0.05, 0.1])
+    knob = _add_knob(tree, "margin", value, 0.0, 0.5)
     add_filter(tree, "schedule", 5, "admit_margin", f"""
 def NAME(ids, pending, active, replica, knobs):
     by_id = {{q.id: q for q in pending}}
@@ -156,8 +162,8 @@ def NAME(ids, pending, active, replica, knobs):
         out.append(rid)
     return out
 """, [0, 1, 2, 4])
-    return (f"admit only while a share {knob} of the replica's KV blocks stays free for "
-            f"growing outputs")
+    return (f"admit only while a share {knob} = {value:g} of the replica's KV blocks stays "
+            f"free for growing outputs")
 
 
 SCHEDULING_OPERATORS = {"reorder": reorder, "admit_margin": admit_margin}
