@@ -45,6 +45,7 @@ class EvaluationConfig:
     cascade: bool = True
     cascade_split: str = "quick"
     cascade_threshold: float = 0.8
+    cascade_timeout_s: float = 30.0  # the quick first stage's wall-clock limit; 0 = timeout_s only
     timeout_s: float = 300.0
     memory_mb: int = 2048
     executor: str = "local"          # local | dask-local (a LocalCluster) | dask (a scheduler)
@@ -227,6 +228,8 @@ RULES = [
     ("evaluation.cascade_threshold", lambda c: 0 <= c.evaluation.cascade_threshold <= 10,
      "must be between 0 and 10"),
     ("evaluation.timeout_s", lambda c: c.evaluation.timeout_s > 0, "must be > 0"),
+    ("evaluation.cascade_timeout_s", lambda c: c.evaluation.cascade_timeout_s >= 0,
+     "must be >= 0 (0 = only timeout_s)"),
     ("evaluation.memory_mb", lambda c: c.evaluation.memory_mb >= 256, "must be >= 256"),
     ("evaluation.executor", lambda c: c.evaluation.executor in ("local", "dask-local", "dask"),
      "must be 'local', 'dask-local' or 'dask'"),

@@ -578,7 +578,8 @@ class Engine:
                       seed=0, cascade=e.cascade and cand.operator != "seed",
                       cascade_split=e.cascade_split, threshold=e.cascade_threshold,
                       bar_fitness=bar if bar is not None else 1.0,
-                      reference=tuple(sorted(self.reference.items())))
+                      reference=tuple(sorted(self.reference.items())),
+                      cascade_timeout_s=e.cascade_timeout_s)
         self.inflight.append((cand, self.pool.submit(evaluate_job, job)))
         self._submitted += 1
 

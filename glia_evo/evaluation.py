@@ -25,6 +25,21 @@ from .problems import Instance, Problem
 STATUSES = ("ok", "error", "timeout", "crashed", "invalid")
 
 
+class PastDeadline(Exception):
+    """Raised at a policy call once an evaluation has run past its deadline: a policy that
+    slows the simulation down (e.g. holding every request back) is stopped at its next call."""
+
+
+def _with_deadline(entrypoints: dict, deadline: float) -> dict:
+    def guarded(fn):
+        def call(*args, **kwargs):
+            if time.perf_counter() > deadline:
+                raise PastDeadline()
+            return fn(*args, **kwargs)
+        return call
+    return {name: guarded(fn) for name, fn in entrypoints.items()}
+
+
 @dataclass
 class EvalResult:
     status: str                       # one of STATUSES
@@ -67,14 +82,18 @@ _SIM_ARGS = {"route": ("route", "knobs"), "schedule": ("schedule", "schedule_kno
 
 
 def run_instance(source: str, problem: Problem, instance: Instance, knobs: dict | None,
-                 seed: int, fast: bool = True):
+                 seed: int, fast: bool = True, deadline: float | None = None):
     """Compile and simulate one instance; returns the SimResult (exceptions propagate).
 
     The problem's derived metrics (e.g. autoscaling's penalised cost) are added to the metrics.
+    `deadline` (a `time.perf_counter()` value): the policy's next call after it raises
+    PastDeadline (wrapped in the simulator's PolicyError).
     """
     policy = compile_policy(source, problem.entrypoints, seed=policy_seed(seed, instance))
     values = resolve_knobs(policy.knob_spec, knobs)
-    return simulate_policies(problem, instance, policy.entrypoints, values, fast)
+    entrypoints = policy.entrypoints if deadline is None else \
+        _with_deadline(policy.entrypoints, deadline)
+    return simulate_policies(problem, instance, entrypoints, values, fast)
 
 
 def simulate_policies(problem: Problem, instance: Instance, entrypoints: dict, knobs: dict,
@@ -112,18 +131,21 @@ def _reference_metrics(problem_name: str, instance: Instance, fast: bool) -> dic
 
 def evaluate(source: str, problem: Problem, instances: list[Instance], *,
              knobs: dict | None = None, seed: int = 0, fast: bool = True,
-             reference: dict | None = None) -> EvalResult:
+             reference: dict | None = None, deadline_s: float | None = None) -> EvalResult:
     """Evaluate a candidate on instances; never raises for anything the candidate does.
 
     `reference` (instance name -> the reference's metric) skips simulating the reference
     baseline again, e.g. in a worker process that does not share this process's cache.
+    `deadline_s`: wall-clock seconds for all the instances, after which the result is `timeout`
+    (checked at the policy's calls; the sandbox's hard limit stays in force besides).
     """
     started = time.perf_counter()
+    deadline = started + deadline_s if deadline_s else None
     result = EvalResult(status="ok")
     ratios = []
     try:
         for instance in instances:
-            sim = run_instance(source, problem, instance, knobs, seed, fast)
+            sim = run_instance(source, problem, instance, knobs, seed, fast, deadline)
             ref = (reference or {}).get(instance.name)
             if ref is None:
                 ref = reference_metrics(problem, instance, fast)[problem.metric]
@@ -139,6 +161,13 @@ def evaluate(source: str, problem: Problem, instances: list[Instance], *,
     except PolicyInvalid as exc:
         result.status, result.error = "invalid", f"{instance.name}: {exc}"
     except PolicyError as exc:
+        if isinstance(exc.original, PastDeadline):
+            result.status = "timeout"
+            result.error = (f"{instance.name}: still simulating after {deadline_s:g} s, the "
+                            f"limit for this stage: the policy makes the simulation very slow "
+                            f"(e.g. it holds requests back while a queue builds up)")
+            result.duration_s = time.perf_counter() - started
+            return result
         message, line = policy_traceback(exc.original)
         result.status, result.error, result.line = "error", f"{instance.name}: {message}", line
     if result.status == "ok":

@@ -3,7 +3,8 @@
 `evaluate_job` runs inside a worker process (under the pool's time, CPU and memory limits): an
 optional quick first stage, then the configured split. A candidate whose first stage falls below
 `threshold` x the bar (its parent's first-stage fitness, or the reference's 1.0) is `rejected`
-without running the expensive stage.
+without running the expensive stage; one whose first stage runs past `cascade_timeout_s` is a
+`timeout` (a policy that slows the quick stage 10x would slow the expensive one as much).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class EvalJob:
     threshold: float = 0.8
     bar_fitness: float = 1.0
     reference: tuple = ()           # (instance name, reference metric) computed once per run
+    cascade_timeout_s: float = 0.0  # the first stage's wall-clock limit; 0 = none of its own
 
 
 def reference_job(problem_name: str, splits: tuple[str, ...]) -> dict:
@@ -45,7 +47,7 @@ def evaluate_job(job: EvalJob) -> EvalResult:
     if job.cascade:
         stage1 = problem.split(job.cascade_split)
         first = evaluate(job.source, problem, stage1, knobs=knobs, seed=job.seed,
-                         reference=reference)
+                         reference=reference, deadline_s=job.cascade_timeout_s or None)
         info = screen(first, stage1, job.threshold, job.bar_fitness)
         if not info["passed"]:
             if first.status == "ok":

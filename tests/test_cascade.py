@@ -99,3 +99,28 @@ def test_default_first_stage_is_the_quick_split():
     info = result.diagnostics["cascade"]
     assert info["stage"] == 1 and info["stage1_instances"] == quick
     assert list(result.scenarios) == quick
+
+
+# admits a request only when nothing runs: the replica serves one request at a time, the queue
+# builds up and `schedule` is called at every iteration with it: a valid but very slow program
+SERIAL = """
+def schedule(pending, active, replica, now, knobs):
+    return [] if active else [pending[0].id]
+"""
+
+
+def test_a_first_stage_past_cascade_timeout_s_is_a_timeout_without_the_second():
+    import time
+    from glia_evo.jobs import EvalJob, evaluate_job
+    job = EvalJob(source=SERIAL, problem="scheduling", split="train", cascade=True,
+                  threshold=0.0, cascade_timeout_s=1.0)
+    t0 = time.perf_counter()
+    result = evaluate_job(job)
+    assert time.perf_counter() - t0 < 20
+    assert result.status == "timeout"
+    assert "still simulating after 1 s, the limit for this stage" in result.error
+    assert result.error.startswith("heavy_tail_short#101")
+    assert result.diagnostics["cascade"]["passed"] is False     # stage 2 never ran
+    fcfs = EvalJob(source=baseline_source("scheduling", "fcfs"), problem="scheduling",
+                   split="quick", cascade=True, threshold=0.0, cascade_timeout_s=1.0)
+    assert evaluate_job(fcfs).status == "ok"                    # a normal program: far inside
