@@ -28,3 +28,13 @@ def small_run_toml(name: str, evaluations: int, seed: int = 0, **sections: dict)
         config[section] = {**config.get(section, {}), **SMALL_RUN.get(section, {}),
                            **sections.get(section, {})}
     return tomli_w.dumps(config)
+
+
+def start_run(cfg, out, *args, capture: bool = True, new_session: bool = True
+              ) -> subprocess.Popen:
+    """`glia-evo run CFG --out OUT --quiet ARGS` in the background, in its own process group
+    (as a shell starts it) unless `new_session=False`; output piped as text, or discarded."""
+    output = (dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) if capture
+              else dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
+                             str(out), "--quiet", *args], start_new_session=new_session, **output)

@@ -13,7 +13,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from glia_evo.dask_executor import DaskExecutor  # noqa: E402
-from cli_helpers import run_glia  # noqa: E402
+from cli_helpers import run_glia, start_run  # noqa: E402
 from test_engine import population, write_config  # noqa: E402
 
 
@@ -127,10 +127,8 @@ def test_search_on_dask_with_a_worker_killed_equals_the_local_search(tmp_path):
     local = run_glia("run", str(cfg), "--out", str(tmp_path / "local"), "--quiet",
                      "--no-tracking")
     assert local.returncode == 0, local.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                             str(tmp_path / "dask"), "--quiet", "--no-tracking",
-                             "--executor", "dask-local", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_run(cfg, tmp_path / "dask", "--no-tracking", "--executor", "dask-local",
+                     "--workers", "2", new_session=False)
     killed = None
     try:
         deadline = time.monotonic() + 120
@@ -248,10 +246,7 @@ def test_ctrl_c_to_the_whole_process_group_stops_cleanly_and_resume_matches(tmp_
     """A terminal's Ctrl-C reaches the run and its Dask worker processes alike."""
     cfg = write_config(tmp_path, evals=16, tuning=False)
     out = tmp_path / "dask"
-    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                             str(out), "--quiet", "--no-tracking", "--executor", "dask-local"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = start_run(cfg, out, "--no-tracking", "--executor", "dask-local")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

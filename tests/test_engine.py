@@ -2,8 +2,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import pytest
 
 from glia_evo.events import read_events
 from population import Store
-from cli_helpers import run_glia as glia, small_run_toml
+from cli_helpers import run_glia as glia, small_run_toml, start_run
 
 
 def write_config(tmp_path: Path, evals=16, seeds=("llq", "round_robin"), seed=0,
@@ -50,9 +48,7 @@ def test_sigkill_then_resume_loses_nothing_and_matches_an_uninterrupted_run(tmp_
     assert proc.returncode == 0, proc.stderr
 
     killed = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                              str(killed), "--quiet"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    child = start_run(cfg, killed, capture=False)
     deadline = time.time() + 300
     while time.time() < deadline and len(evaluation_events(killed)) < 8:
         time.sleep(0.05)
@@ -100,9 +96,7 @@ def test_offline_search_improves_on_its_seed(tmp_path):
 def test_sigint_finishes_in_flight_work_and_exits_zero(tmp_path):
     cfg = write_config(tmp_path, evals=200)
     out = tmp_path / "interrupted"
-    child = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                              str(out), "--quiet"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    child = start_run(cfg, out)
     deadline = time.time() + 300
     while time.time() < deadline and len(evaluation_events(out)) < 4:
         time.sleep(0.05)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from glia_evo.events import read_events
-from cli_helpers import run_glia as glia, small_run_toml
+from cli_helpers import run_glia as glia, small_run_toml, start_run
 
 EVALS = 24
 CONFIG = small_run_toml("faults", EVALS)   # offline, no tracking, no report
@@ -97,9 +97,7 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_completes_after_freeing_sp
     run = small_disk / "run"
     state = run / "state.sqlite"
     filler = small_disk / "filler"
-    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                             str(run), "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_run(cfg, run)
     try:
         deadline = time.time() + 60
         seen, counted = {}, 0

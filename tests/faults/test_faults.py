@@ -7,13 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from glia_evo.events import read_events
 from population import Store
-from cli_helpers import run_glia as glia, small_run_toml
+from cli_helpers import run_glia as glia, small_run_toml, start_run
 
 
 
@@ -21,9 +20,7 @@ def start(tmp_path: Path, evals: int, split: str = "quick") -> tuple[subprocess.
     cfg = tmp_path / "faults.toml"
     cfg.write_text(small_run_toml("faults", evals, evaluation={"split": split}))
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                             str(out), "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_run(cfg, out)
     return proc, out
 
 

@@ -45,7 +45,7 @@ import time
 
 import pytest
 
-from cli_helpers import run_glia as glia
+from cli_helpers import run_glia as glia, start_run
 from soak_helpers import (KINDS, Settings, Soak, alive, children, is_job, is_tracker, killed_at,
                           repro_config, state_of)
 
@@ -91,9 +91,7 @@ def test_soak_random_faults_keep_every_invariant(tmp_path):
 def test_reference_job_killed_from_outside_does_not_end_the_run(tmp_path):
     cfg = repro_config(tmp_path, evaluations=6)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                             str(out), "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_run(cfg, out)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -117,9 +115,7 @@ def test_run_killed_alone_leaves_no_tracker_racing_the_next_session(tmp_path):
     same records twice, concurrent MLflow migrations, and a session closing with a backlog."""
     cfg = repro_config(tmp_path, evaluations=40, tracking=True)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                             str(out), "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_run(cfg, out, capture=False)
     tracker = None
     try:
         deadline = time.time() + 120
@@ -230,9 +226,7 @@ def test_study_whose_last_trial_was_running_at_a_kill_closes_on_resume(tmp_path)
 def test_tracker_killed_as_it_creates_the_parent_run_leaves_one_parent(tmp_path):
     cfg = repro_config(tmp_path, evaluations=6, tracking=True)
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                             str(out), "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_run(cfg, out, capture=False)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:           # its tracker dies before it logs anything
