@@ -45,7 +45,7 @@ class EvaluationConfig:
     cascade: bool = True
     cascade_split: str = "quick"
     cascade_threshold: float = 0.8
-    cascade_timeout_s: float = 30.0  # the quick first stage's wall-clock limit; 0 = timeout_s only
+    cascade_timeout_s: float = 20.0  # the quick first stage's wall-clock limit; 0 = timeout_s only
     timeout_s: float = 300.0
     memory_mb: int = 2048
     executor: str = "local"          # local | dask-local (a LocalCluster) | dask (a scheduler)

@@ -147,7 +147,7 @@ def NAME(ids, pending, now, knobs):
 
 def admit_margin(tree, rng, other=None) -> str:
     value = rng.choice([0.02, 0.05, 0.1])
-    knob = _add_knob(tree, "margin", value, 0.0, 0.5)
+    knob = _add_knob(tree, "margin", value, 0.0, 0.2)   # 0.3 doubled fcfs's mean latency
     add_filter(tree, "schedule", 5, "admit_margin", f"""
 def NAME(ids, pending, active, replica, knobs):
     by_id = {{q.id: q for q in pending}}
