@@ -63,7 +63,7 @@ def test_cooldown_holds_the_fleet_after_a_growth():
 def test_admit_margin_leaves_memory_free_and_cuts_evictions():
     fcfs = baseline_source("scheduling", "fcfs")
     child, _ = apply(fcfs, filters.admit_margin)
-    held = quick("scheduling", child, {"margin1": 0.3})
+    held = quick("scheduling", child, {"margin1": 0.2})
     assert held["restarts"] < quick("scheduling", fcfs)["restarts"]
 
 
