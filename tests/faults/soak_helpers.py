@@ -85,20 +85,21 @@ def is_job(pid: int) -> bool:
     return alive(pid) and "glia_evo.cli" in cmdline(pid)
 
 
-def kill(pid: int, sig: int) -> bool:
+def _signal(send, target: int, sig: int) -> bool:
+    """Send `sig` with `send` (os.kill or os.killpg); False when the target is already gone."""
     try:
-        os.kill(pid, sig)
+        send(target, sig)
         return True
     except ProcessLookupError:
         return False
+
+
+def kill(pid: int, sig: int) -> bool:
+    return _signal(os.kill, pid, sig)
 
 
 def killpg(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
+    return _signal(os.killpg, pgid, sig)
 
 
 # --- events.jsonl -----------------------------------------------------------------------------
