@@ -19,22 +19,52 @@ from dataclasses import dataclass, field
 
 from RestrictedPython import compile_restricted_exec
 
+from sandbox import guards
 from sandbox.guards import (
     ALLOWED_IMPORTS,
+    ALLOWED_SURFACE,
     PolicyTransformer,
     forbidden_import_message,
     make_globals,
+    not_available_message,
 )
 
 POLICY_FILENAME = "<policy>"
 _RP_ERROR = re.compile(r"^Line (\d+|None): (.*)$", re.S)
-_MAX_MESSAGE = 500
+_MAX_MESSAGE = 500           # an exception text taken from the candidate
+_MAX_REASON = 1500           # a whole compile error (the allowed-names lists are long)
+# Knob values and ranges must lie within +-KNOB_BOUND: Optuna and the mutators compute with
+# them (high - low overflows to inf for +-1e308).
+KNOB_BOUND = 1e9
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def clean_text(text: str, limit: int = _MAX_MESSAGE) -> str:
+    """Text derived from a candidate, made safe to print: whitespace runs become one space;
+    control characters (C0, C1, DEL), format characters (bidi overrides, zero-width, BOM),
+    surrogates and line/paragraph separators become `\\x1b`-style escapes; at most `limit`
+    characters."""
+    text = " ".join(str(text).split())
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() or ch == " " else _escape_char(ch) for ch in text)
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return text
 
 
 class PolicyCompileError(ValueError):
     """A candidate that cannot become a policy; `.line` is None when no line applies."""
 
     def __init__(self, reason: str, line: int | None = None):
+        reason = clean_text(reason, _MAX_REASON)
         self.reason = reason
         self.line = line
         super().__init__(f"line {line}: {reason}" if line is not None else reason)
@@ -83,13 +113,15 @@ def _locate(exc: BaseException) -> tuple[str, int | None, str | None]:
     except Exception:  # a candidate's exception class may have a broken __str__
         detail = ""
     text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    return " ".join(text.split())[:_MAX_MESSAGE], line, func
+    return clean_text(text, _MAX_MESSAGE), line, func
 
 
 def _restricted_code(source, max_source_bytes: int, max_ast_depth: int):
     """Every check that needs no execution; returns (code object, tree, knob lines)."""
     if not isinstance(source, str):
         raise TypeError(f"source must be str, not {type(source).__name__}")
+    if source.startswith("\ufeff"):       # a UTF-8 byte order mark, as editors write it
+        source = source[1:]
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > max_source_bytes:
         raise PolicyCompileError(f"source is {size} bytes, over the limit of {max_source_bytes}")
@@ -199,23 +231,82 @@ def _check_depth(tree: ast.AST, limit: int) -> None:
 
 
 def _check_imports(tree: ast.AST) -> None:
-    """Static allow-list check, so a forbidden import is reported with its line even if
-    it sits in a function that never runs. The runtime `__import__` enforces it again."""
+    """Static allow-list check, so a forbidden import or a name outside the curated table is
+    reported with its line even if it sits in a function that never runs. The runtime
+    `__import__` and the curated namespaces enforce the same table again."""
+    curated = guards._CURATED
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.partition(".")[0] not in ALLOWED_IMPORTS:
+                allowed = (alias.name in ALLOWED_IMPORTS if curated
+                           else alias.name.partition(".")[0] in ALLOWED_IMPORTS)
+                if not allowed:
                     raise PolicyCompileError(forbidden_import_message(alias.name), node.lineno)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 raise PolicyCompileError("relative imports are not allowed", node.lineno)
-            if node.module.partition(".")[0] not in ALLOWED_IMPORTS:
+            if not curated:
+                _check_uncurated_from(node)
+                continue
+            if node.module not in ALLOWED_IMPORTS:
                 raise PolicyCompileError(forbidden_import_message(node.module), node.lineno)
-            module = importlib.import_module(node.module)
             for alias in node.names:
-                value = getattr(module, alias.name, None)
-                if isinstance(value, types.ModuleType) and value.__name__.partition(".")[0] not in ALLOWED_IMPORTS:
-                    raise PolicyCompileError(forbidden_import_message(value.__name__), node.lineno)
+                if alias.name not in ALLOWED_SURFACE[node.module]:
+                    raise PolicyCompileError(not_available_message(node.module, alias.name),
+                                             node.lineno)
+    if curated:
+        _check_module_attributes(tree)
+
+
+def _check_uncurated_from(node: ast.ImportFrom) -> None:
+    """The old check (test-only, `guards._CURATED = False`): no foreign module out of an
+    allowed one."""
+    if node.module.partition(".")[0] not in ALLOWED_IMPORTS:
+        raise PolicyCompileError(forbidden_import_message(node.module), node.lineno)
+    module = importlib.import_module(node.module)
+    for alias in node.names:
+        value = getattr(module, alias.name, None)
+        if isinstance(value, types.ModuleType) and value.__name__.partition(".")[0] not in ALLOWED_IMPORTS:
+            raise PolicyCompileError(forbidden_import_message(value.__name__), node.lineno)
+
+
+def _check_module_attributes(tree: ast.AST) -> None:
+    """`m.name` where `m` can only be an allowed module (bound by `import m [as a]` and in no
+    other way, or the builtin `math` never rebound): `name` must be in the table."""
+    imported: dict[str, set[str]] = {}
+    other: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                imported.setdefault(alias.asname or alias.name, set()).add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            other.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            other.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            other.add(node.name)
+        elif isinstance(node, ast.arg):
+            other.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            other.add(node.name)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            other.update(node.names)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            other.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            other.add(node.rest)
+    modules = {name: next(iter(found)) for name, found in imported.items()
+               if len(found) == 1 and name not in other}
+    if "math" not in imported and "math" not in other:
+        modules["math"] = "math"            # the builtin math namespace
+    if not modules:
+        return
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in modules and not node.attr.startswith("_")):
+            module = modules[node.value.id]
+            if node.attr not in ALLOWED_SURFACE.get(module, ()):
+                raise PolicyCompileError(not_available_message(module, node.attr), node.lineno)
 
 
 def _knob_lines(tree: ast.Module) -> dict[str | None, int]:
@@ -236,7 +327,19 @@ _ABSENT = object()
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """Exactly int or float: a subclass could lie in comparisons (`low <= value`)."""
+    return type(value) is int or type(value) is float
+
+
+def _describe(value) -> str:
+    """repr() of plain data only: a candidate's own objects are named by type, never asked
+    to describe themselves."""
+    if type(value) in (int, float, str, bool, type(None)):
+        return repr(value)
+    if type(value) in (tuple, list) and all(type(x) in (int, float, str, bool, type(None))
+                                            for x in value):
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def _parse_knobs(knobs, lines: dict[str | None, int]) -> dict[str, tuple[float, float, float]]:
@@ -244,22 +347,27 @@ def _parse_knobs(knobs, lines: dict[str | None, int]) -> dict[str, tuple[float, 
     if knobs is _ABSENT:
         return {}
     where = lines.get(None)
-    if not isinstance(knobs, dict):
+    if type(knobs) is not dict:
         raise PolicyCompileError(
             f"KNOBS must be a dict of name: (value, low, high), not {type(knobs).__name__}", where)
     spec = {}
     for name, entry in knobs.items():
-        if not isinstance(name, str):
-            raise PolicyCompileError(f"KNOBS key {name!r} must be a str", where)
+        if type(name) is not str:
+            raise PolicyCompileError(f"KNOBS key {_describe(name)} must be a str", where)
         line = lines.get(name, where)
-        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
-            raise PolicyCompileError(f"knob '{name}' must be a (value, low, high) tuple, got {entry!r}", line)
+        if type(entry) not in (tuple, list) or len(entry) != 3:
+            raise PolicyCompileError(f"knob '{name}' must be a (value, low, high) tuple, got "
+                                     f"{_describe(entry)}", line)
         if any(isinstance(x, bool) for x in entry):
             raise PolicyCompileError(f"knob '{name}' uses a bool; use numbers (int or float)", line)
         if not all(_is_number(x) for x in entry):
-            raise PolicyCompileError(f"knob '{name}' must hold numbers (int or float), got {entry!r}", line)
+            raise PolicyCompileError(f"knob '{name}' must hold numbers (int or float), got "
+                                     f"{_describe(entry)}", line)
         if not all(math.isfinite(x) for x in entry):
             raise PolicyCompileError(f"knob '{name}' must hold finite numbers, got {entry!r}", line)
+        if not all(abs(x) <= KNOB_BOUND for x in entry):
+            raise PolicyCompileError(f"knob '{name}' must hold numbers within +-{KNOB_BOUND:g} "
+                                     f"(value, low and high), got {entry!r}", line)
         value, low, high = entry
         if low > high:
             raise PolicyCompileError(f"knob '{name}' has low {low} > high {high}", line)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import builtins
 import collections
+import functools
+import importlib
 import operator
 import random
 import types
@@ -20,13 +22,11 @@ from RestrictedPython.Guards import (
     full_write_guard,
     guarded_iter_unpack_sequence,
     guarded_unpack_sequence,
-    safe_builtins,
     safer_getattr,
     safer_getattr_raise,
 )
 from RestrictedPython.PrintCollector import PrintCollector
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES, IOPERATOR_TO_STR
-from RestrictedPython.Utilities import utility_builtins
 
 ALLOWED_IMPORTS = ("math", "statistics", "heapq", "bisect", "itertools", "functools", "collections")
 
@@ -41,6 +41,116 @@ DENIED_ATTRIBUTES = frozenset(INSPECT_ATTRIBUTES) | {
 _MISSING = object()
 GUARDED_READS = DENIED_ATTRIBUTES | {"format", "format_map"}
 
+# Test-only switch: False hands out the old uncurated module proxies (every public name of an
+# allowed module) and turns the compile-time name checks off, so that a test can show what the
+# layers below the language layer contain on their own. Tests monkeypatch it; nothing else
+# may. Worker processes inherit it when they fork after the patch.
+_CURATED = True
+
+# The one home of the allowed surface: every name a policy can reach in an allowed module or in
+# its builtins. A name that is not listed does not exist for a policy (AttributeError at run
+# time; a line-numbered PolicyCompileError where it is statically visible). docs/sandbox.md is
+# generated from this table and the notes below (`python3 -m sandbox.guards --write-doc`).
+#
+# Left out, and why (see docs/sandbox.md):
+# - functools.singledispatch / singledispatchmethod: register() evaluates the string
+#   annotations of the policy's function with plain eval (typing.get_type_hints);
+# - functools.update_wrapper / wraps: getattr/setattr of caller-chosen attribute names;
+# - functools.cached_property: returns instance.__dict__[name] for a name the caller sets;
+# - functools.partialmethod: descriptor protocol on arbitrary callables, no use to a policy;
+# - functools.namedtuple, collections.namedtuple, statistics.namedtuple: build classes with exec;
+# - functools.WRAPPER_*, RLock, GenericAlias, get_cache_token, recursive_repr: plumbing;
+# - collections.abc, collections.User*: abstract bases / wrappers, nothing a policy needs;
+# - collections.ChainMap: writes into maps[0] with a plain __setitem__ (no write guard);
+# - the names other modules re-export (statistics.sys, statistics.random, statistics.Fraction,
+#   statistics.Decimal, statistics.numbers, ...): foreign modules and classes.
+ALLOWED_SURFACE: dict[str, tuple[str, ...]] = {
+    "builtins": (
+        # constants
+        "None", "False", "True", "Ellipsis",
+        # types and conversions
+        "bool", "int", "float", "complex", "str", "list", "tuple", "dict", "set", "frozenset",
+        "range", "slice",
+        # functions
+        "abs", "all", "any", "callable", "chr", "divmod", "enumerate", "filter", "hash", "hex",
+        "id", "isinstance", "issubclass", "iter", "len", "map", "max", "min", "next", "oct", "ord",
+        "pow", "repr", "reversed", "round", "sorted", "sum", "zip",
+        # guarded replacements
+        "getattr", "hasattr", "setattr", "delattr", "__import__", "__build_class__",
+        # the curated math namespace, also without an import (RestrictedPython's habit)
+        "math",
+        # exceptions (not SystemExit, not KeyboardInterrupt: a policy must not stop its worker)
+        "ArithmeticError", "AssertionError", "AttributeError", "BaseException", "BufferError",
+        "BytesWarning", "DeprecationWarning", "EOFError", "EnvironmentError", "Exception",
+        "FloatingPointError", "FutureWarning", "GeneratorExit", "IOError", "ImportError",
+        "ImportWarning", "IndentationError", "IndexError", "KeyError", "LookupError",
+        "MemoryError", "NameError", "NotImplementedError", "OSError", "OverflowError",
+        "PendingDeprecationWarning", "ReferenceError", "RuntimeError", "RuntimeWarning",
+        "StopIteration", "SyntaxError", "SyntaxWarning", "SystemError", "TabError", "TypeError",
+        "UnboundLocalError", "UnicodeDecodeError", "UnicodeEncodeError", "UnicodeError",
+        "UnicodeTranslateError", "UnicodeWarning", "UserWarning", "ValueError", "Warning",
+        "ZeroDivisionError",
+    ),
+    "math": (
+        "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "cbrt", "ceil", "comb",
+        "copysign", "cos", "cosh", "degrees", "dist", "erf", "erfc", "exp", "exp2", "expm1",
+        "fabs", "factorial", "floor", "fmod", "frexp", "fsum", "gamma", "gcd", "hypot",
+        "isclose", "isfinite", "isinf", "isnan", "isqrt", "lcm", "ldexp", "lgamma", "log",
+        "log10", "log1p", "log2", "modf", "nextafter", "perm", "pow", "prod", "radians",
+        "remainder", "sin", "sinh", "sqrt", "tan", "tanh", "trunc", "ulp",
+        "e", "inf", "nan", "pi", "tau",
+    ),
+    "statistics": (
+        "correlation", "covariance", "fmean", "geometric_mean", "harmonic_mean",
+        "linear_regression", "mean", "median", "median_grouped", "median_high", "median_low",
+        "mode", "multimode", "pstdev", "pvariance", "quantiles", "stdev", "variance",
+        "NormalDist", "StatisticsError",
+    ),
+    "heapq": ("heapify", "heappop", "heappush", "heappushpop", "heapreplace", "merge",
+              "nlargest", "nsmallest"),
+    "bisect": ("bisect", "bisect_left", "bisect_right", "insort", "insort_left", "insort_right"),
+    "itertools": (
+        "accumulate", "chain", "combinations", "combinations_with_replacement", "compress",
+        "count", "cycle", "dropwhile", "filterfalse", "groupby", "islice", "pairwise",
+        "permutations", "product", "repeat", "starmap", "takewhile", "tee", "zip_longest",
+    ),
+    "functools": ("reduce", "partial", "lru_cache", "cache", "cmp_to_key", "total_ordering"),
+    "collections": ("deque", "defaultdict", "OrderedDict", "Counter"),
+}
+
+# What the doc says about entries that are not the plain CPython object.
+SURFACE_NOTES: dict[tuple[str, str], str] = {
+    ("builtins", "getattr"): "guarded: no `_` names, no frame/code/inspect names, no `str.format*`, "
+                             "no foreign modules; a missing attribute raises",
+    ("builtins", "hasattr"): "through the guarded getattr",
+    ("builtins", "setattr"): "the write guard: only the policy's own objects and containers; "
+                             "no `_` names",
+    ("builtins", "delattr"): "as setattr",
+    ("builtins", "__import__"): "only the curated modules below (no submodules); "
+                                "`from m import x` only for listed names",
+    ("builtins", "__build_class__"): "class statements; classes get the PolicyClass metaclass",
+    ("builtins", "math"): "the curated math namespace below",
+    ("functools", "total_ordering"): "only for classes the policy defines (PolicyClass); it sets "
+                                     "fixed comparison names",
+}
+
+
+def _policy_total_ordering(cls):
+    """functools.total_ordering, for the policy's own classes only: it sets attributes (fixed
+    comparison names) on the class it is given, which must not be one of ours."""
+    if not isinstance(cls, PolicyClass):
+        raise TypeError("functools.total_ordering only decorates classes the policy defines")
+    return functools.total_ordering(cls)
+
+
+_policy_total_ordering.__name__ = _policy_total_ordering.__qualname__ = "total_ordering"
+_OVERRIDES = {("functools", "total_ordering"): _policy_total_ordering}
+
+
+def not_available_message(module: str, name: str) -> str:
+    allowed = ", ".join(ALLOWED_SURFACE.get(module, ()))
+    return f"{module}.{name} is not available to policies (allowed: {allowed})"
+
 
 def forbidden_import_message(name: str) -> str:
     return f"forbidden import '{name}' (allowed: {', '.join(ALLOWED_IMPORTS)})"
@@ -51,10 +161,25 @@ def _allowed_module(module: types.ModuleType) -> bool:
 
 
 def restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
-    """`__import__` for candidates: only the allow-list, and `from m import x` may not
-    pull a foreign module out of an allowed one (`from statistics import sys`)."""
+    """`__import__` for candidates: only the allow-list, handed out as curated namespaces; no
+    submodules; `from m import x` only for names in the table."""
     if level != 0:
         raise ImportError("relative imports are not allowed")
+    if type(name) is not str:
+        raise ImportError("module names must be str")
+    if not _CURATED:
+        return _uncurated_import(name, fromlist)
+    if name not in ALLOWED_IMPORTS:
+        raise ImportError(forbidden_import_message(name))
+    namespace = curated_module(name)
+    for item in fromlist or ():
+        if type(item) is not str or item not in ALLOWED_SURFACE[name]:
+            raise ImportError(not_available_message(name, str(item)))
+    return namespace
+
+
+def _uncurated_import(name, fromlist):
+    """The old behaviour (test-only, `_CURATED = False`): module proxies of all public names."""
     if name.partition(".")[0] not in ALLOWED_IMPORTS:
         raise ImportError(forbidden_import_message(name))
     module = builtins.__import__(name, None, None, fromlist, 0)
@@ -65,13 +190,37 @@ def restricted_import(name, globals=None, locals=None, fromlist=(), level=0):
     return module_proxy(module)
 
 
+_NAMESPACES: dict[str, types.ModuleType] = {}
+
+
+def curated_module(name: str) -> types.ModuleType:
+    """The namespace a policy gets for `import name`: a module object holding exactly the
+    table's names (the CPython objects themselves, so reads cost what a module read costs), and
+    a module `__getattr__` that explains every other name. Built once per process; policies
+    cannot write to it (the write guard refuses modules)."""
+    namespace = _NAMESPACES.get(name)
+    if namespace is None:
+        module = importlib.import_module(name)
+        namespace = types.ModuleType(name, getattr(module, "__doc__", None))
+        for attr in ALLOWED_SURFACE[name]:
+            value = _OVERRIDES.get((name, attr), _MISSING)
+            setattr(namespace, attr, getattr(module, attr) if value is _MISSING else value)
+
+        def missing(attr, _module=name):
+            if isinstance(attr, str) and attr.startswith("_"):
+                raise AttributeError(f"module '{_module}' has no attribute '{attr}'")
+            raise AttributeError(not_available_message(_module, str(attr)))
+        namespace.__getattr__ = missing
+        _NAMESPACES[name] = namespace
+    return namespace
+
+
 _PROXIES: dict[str, types.ModuleType] = {}
 
 
 def module_proxy(module: types.ModuleType) -> types.ModuleType:
-    """A copy of an allowed module's public names without the foreign modules it imported
-    (`statistics.sys`, `collections.abc.sys`); allowed submodules are proxied in turn.
-    Candidates read module attributes without a guard call, so this is what keeps them in."""
+    """Test-only (`_CURATED = False`): a copy of an allowed module's public names without the
+    foreign modules it imported (`statistics.sys`); allowed submodules are proxied in turn."""
     proxy = _PROXIES.get(module.__name__)
     if proxy is None:
         proxy = types.ModuleType(module.__name__, getattr(module, "__doc__", None))
@@ -119,6 +268,26 @@ def guarded_hasattr(ob, name) -> bool:
     except (AttributeError, NotImplementedError):
         return False
     return True
+
+
+def _check_write_name(name) -> None:
+    if type(name) is not str:        # a str subclass could lie to startswith
+        raise TypeError("attribute name must be str")
+    if name.startswith("_") or name.endswith("__roles__"):
+        raise AttributeError(f'"{name}" is an invalid attribute name because it starts with "_"')
+
+
+def guarded_setattr(ob, name, value) -> None:
+    """`setattr` for candidates: the same write guard as `ob.name = value`, and no `_` names
+    (which `ob.name = ...` cannot spell either)."""
+    _check_write_name(name)
+    setattr(write_guard(ob), name, value)
+
+
+def guarded_delattr(ob, name) -> None:
+    """`delattr` for candidates, like `guarded_setattr`."""
+    _check_write_name(name)
+    delattr(write_guard(ob), name)
 
 
 class PolicyClass(type):
@@ -193,26 +362,29 @@ def _apply(func, *args, **kwargs):
     return func(*args, **kwargs)
 
 
-def make_builtins() -> dict:
-    """Fresh builtins for one policy.
+_BUILTIN_REPLACEMENTS = {
+    "getattr": guarded_getattr, "hasattr": guarded_hasattr, "setattr": guarded_setattr,
+    "delattr": guarded_delattr, "__import__": restricted_import,
+}
 
-    RestrictedPython's safe_builtins and utility_builtins (minus its `random`
-    modules: the seeded `rng` is the only randomness), plus the everyday builtins
-    it leaves out. limited_builtins is deliberately not used: its `range` refuses
-    more than 1000 elements and its list/tuple only matter with a guarded
-    `_getiter_`, which we do not need (plain `iter`)."""
-    names = dict(safe_builtins)
-    names.update({k: v for k, v in utility_builtins.items() if k not in ("random", "whrandom")})
-    for name in ("SystemExit", "KeyboardInterrupt"):  # a policy must not stop its worker
-        names.pop(name, None)
-    names.update(
-        min=min, max=max, sum=sum, sorted=sorted, enumerate=enumerate, len=len, range=range,
-        abs=abs, round=round, any=any, all=all, zip=zip, map=map, filter=filter, list=list,
-        dict=dict, set=set, frozenset=frozenset, tuple=tuple, float=float, int=int, bool=bool,
-        str=str, isinstance=isinstance, reversed=reversed, divmod=divmod, iter=iter, next=next,
-        pow=pow, ValueError=ValueError, getattr=guarded_getattr, hasattr=guarded_hasattr,
-        __import__=restricted_import,
-    )
+
+def make_builtins() -> dict:
+    """Fresh builtins for one policy: exactly `ALLOWED_SURFACE["builtins"]`.
+
+    The CPython builtins of those names, except the guarded replacements (getattr, hasattr,
+    setattr, delattr, __import__) and `math` (the curated namespace). Not RestrictedPython's
+    utility_builtins: they hand out the `string` module (string.Formatter / Template walk
+    attributes by name), the real `math` and `random` modules and `same_type`, `test`,
+    `reorder`, none of which a policy needs. limited_builtins is not used either: its `range`
+    refuses more than 1000 elements."""
+    names = {}
+    for name in ALLOWED_SURFACE["builtins"]:
+        if name in _BUILTIN_REPLACEMENTS:
+            names[name] = _BUILTIN_REPLACEMENTS[name]
+        elif name == "math":
+            names[name] = curated_module("math")
+        else:
+            names[name] = getattr(builtins, name)
     return names
 
 

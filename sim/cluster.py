@@ -197,27 +197,31 @@ class Cluster:
             answer = self.route(queue_views, replica_views, now / PS_PER_S, self.knobs)
         except Exception as exc:  # the policy's own error, reported with its traceback
             raise PolicyError("route", exc) from exc
-        if isinstance(answer, (list, tuple)) and not answer:
+        if _is_seq(answer) and not answer:
             return
         self._dispatch(answer)
 
     def _dispatch(self, answer) -> None:
-        if not isinstance(answer, (list, tuple)):
+        # Only the exact built-in types: a subclass's methods (comparisons, hashing, iteration)
+        # would run here, in the simulator's own code, with answers of its choosing.
+        if not _is_seq(answer):
             hint = " (a missing return statement?)" if answer is None else ""
             raise PolicyInvalid(f"route must return a list of (request_id, replica_id) pairs "
                                 f"(an empty list holds every request), got "
-                                f"{type(answer).__name__}{hint}")
+                                f"{_type_name(answer)}{hint}")
         waiting = {r.id: r for r in self.queue}
         chosen: list[tuple[Req, Replica]] = []
         taken: set[int] = set()
         n = len(self.replicas)
         for item in answer:
-            try:
-                rid, rep = item
-            except (TypeError, ValueError):
+            if not _is_seq(item) or len(item) != 2:
                 raise PolicyInvalid(f"route must return (request_id, replica_id) pairs, got an "
-                                    f"item {_short(item)}") from None
-            req = waiting.get(rid) if _is_int(rid) else None
+                                    f"item {_short(item)}")
+            rid, rep = item
+            if not _is_int(rid):
+                raise PolicyInvalid(f"route must return (request_id, replica_id) pairs of ints, "
+                                    f"got a request id {_short(rid)}")
+            req = waiting.get(rid)
             if req is None:
                 why = "twice in one answer" if rid in taken else "which is not in the queue"
                 raise PolicyInvalid(f"route dispatched request id {_short(rid)} {why}")
@@ -254,10 +258,10 @@ class Cluster:
                                     now / PS_PER_S, self.schedule_knobs)
         except Exception as exc:
             raise PolicyError("schedule", exc) from exc
-        if not isinstance(answer, (list, tuple)):
+        if not _is_seq(answer):
             hint = " (a missing return statement?)" if answer is None else ""
             raise PolicyInvalid(f"schedule must return a list of request ids (an empty list "
-                                f"admits nothing), got {type(answer).__name__}{hint}")
+                                f"admits nothing), got {_type_name(answer)}{hint}")
         by_id = {r.id: r for r in replica.pending}
         try:
             # the common, valid case in C: distinct ints, all pending here
@@ -304,13 +308,13 @@ class Cluster:
     def _check_scale(self, answer) -> int:
         a = self.autoscale
         bounds = f"[min_replicas, max_replicas] = [{a.min_replicas}, {a.max_replicas}]"
-        if isinstance(answer, float) and answer.is_integer():
+        if type(answer) is float and answer.is_integer():
             raise PolicyInvalid(f"scale must return an int number of replicas, got the float "
                                 f"{answer!r} (convert it, e.g. int(x) or math.ceil(x))")
         if not _is_int(answer):
             hint = " (a missing return statement?)" if answer is None else ""
             raise PolicyInvalid(f"scale must return an int number of replicas in {bounds}, got "
-                                f"{type(answer).__name__} {_short(answer)}{hint}")
+                                f"{_type_name(answer)} {_short(answer)}{hint}")
         if not a.min_replicas <= answer <= a.max_replicas:
             raise PolicyInvalid(f"scale asked for {answer} replica(s), outside {bounds}")
         return answer
@@ -445,11 +449,37 @@ def _pct(ordered: list, q: float) -> float:
 
 
 def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    """Exactly int: not bool, and no subclass (whose comparisons could lie to the checks)."""
+    return type(x) is int
+
+
+def _is_seq(x) -> bool:
+    """Exactly a list or a tuple, no subclass (whose iteration or length could lie)."""
+    return type(x) is list or type(x) is tuple
+
+
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _type_name(x) -> str:
+    """The type of a policy's answer; a subclass of a built-in type is named as such."""
+    t = type(x)
+    if t in _PLAIN or t in (list, tuple, dict, set):
+        return t.__name__
+    for base in (bool, int, float, str, list, tuple, dict, set, frozenset):
+        if isinstance(x, base):
+            return f"{t.__name__} (a subclass of {base.__name__})"
+    return t.__name__
 
 
 def _short(x) -> str:
-    text = repr(x)
+    """A policy's value for an error message: repr() of plain data only (never a call into the
+    policy's own objects), at most 60 characters."""
+    t = type(x)
+    if t in _PLAIN or (t in (list, tuple) and len(x) <= 8 and all(type(v) in _PLAIN for v in x)):
+        text = repr(x)
+    else:
+        text = f"of type {_type_name(x)}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
