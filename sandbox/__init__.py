@@ -1,7 +1,9 @@
-"""Sandbox for candidate policies: restricted compilation (`sandbox.compile`) and contained
-execution of jobs in forked, resource-limited processes (`sandbox.pool`).
+"""Sandbox for candidate policies: restricted compilation (`sandbox.compile`), contained
+execution of jobs in forked, resource-limited processes (`sandbox.pool`), and the kernel layer
+those processes run under (`sandbox.kernel`: no_new_privs, Landlock, seccomp).
 
-Imports only the stdlib, RestrictedPython and multiprocess, never the simulator or the engine.
+Imports only the stdlib, RestrictedPython, multiprocess and pyseccomp (a ctypes binding of
+libseccomp), never the simulator or the engine.
 """
 
 from sandbox.compile import (
@@ -12,6 +14,7 @@ from sandbox.compile import (
     policy_traceback,
 )
 from sandbox.guards import ALLOWED_IMPORTS
+from sandbox.kernel import KernelLayerError, KernelSupport
 from sandbox.pool import JobOutcome, WorkerPool
 
 __all__ = [
@@ -19,6 +22,8 @@ __all__ = [
     "POLICY_FILENAME",
     "CompiledPolicy",
     "JobOutcome",
+    "KernelLayerError",
+    "KernelSupport",
     "PolicyCompileError",
     "compile_policy",
     "policy_traceback",

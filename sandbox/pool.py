@@ -8,12 +8,13 @@ status     when
 =========  =================================================================================
 ok         `fn` returned; `value` is what it returned
 error      `fn` raised (`error` is "Type: message", `traceback` the formatted traceback), or
-           its value could not be sent back (not picklable, too large)
+           its value could not be sent back (not JSON data, too large)
 timeout    the wall-clock limit passed (the process is killed), or the CPU-time limit did
            (the kernel sends SIGXCPU)
 memory     the address-space limit made an allocation fail (MemoryError)
 crashed    the process died without a result: killed by a signal (segfault, ...), `os._exit`,
-           `sys.exit`, or the pool was shut down while the job ran
+           `sys.exit`, or the pool was shut down while the job ran; or it sent bytes that are
+           not a well-formed result (the job got out of the Python sandbox: see below)
 =========  =================================================================================
 
 Why one process per job: `multiprocess.Pool` waits forever for a task whose worker died, and
@@ -23,16 +24,30 @@ killed together), asks the kernel to kill it if the pool's thread dies (PR_SET_P
 every inherited file descriptor but its result pipe, points stdin/stdout/stderr at /dev/null (an
 output flood goes nowhere), and sets RLIMIT_AS (address space: `memory_mb` on top of what the fork
 already maps), RLIMIT_CPU, RLIMIT_CORE=0 (no core files), RLIMIT_FSIZE=0 (no writing to regular
-files; `max_file_mb`) and RLIMIT_NPROC=0 (no forking for non-root users; `allow_fork`). The
+files; `max_file_mb`) and RLIMIT_NPROC=0 (no forking for non-root users; `allow_fork`). Then
+it empties its environment (os.environ and the original environment block in memory, so
+/proc/self/environ shows no secret) and installs the kernel layer (`sandbox.kernel`: no_new_privs,
+Landlock read-only file access, a seccomp filter against sockets, processes, signals, writes and
+more; `kernel_layer=False` leaves it out, for trusted jobs), and only then runs the initializer
+(trusted code, already confined) and `fn`. The
 parent waits on the result pipe and the process sentinel with the job's deadline and kills the
 whole process group (SIGKILL) when the job ends, whatever the reason, so nothing is left behind.
 At most `workers` job processes are alive at any moment.
 
-`fn` and its arguments are not pickled (the child is a fork), so any callable works; the value
-comes back with the standard pickle (classes by reference: a job cannot ship code to the parent)
-over a non-blocking pipe that the parent reads with the job's deadline.
+`fn` and its arguments are not pickled (the child is a fork), so any callable works. The value
+comes back as JSON over a non-blocking pipe that the parent reads with the job's deadline (a
+length header, then `["ok", value]`, `["error", type, message, traceback]` or
+`["memory", type, traceback]`), never as a pickle: a job that escapes the Python sandbox can
+write whatever bytes it likes to that pipe, and unpickling them would run its code in the engine.
+So `fn` must return JSON data: dicts with str keys, lists, tuples (they come back as lists), str,
+int, float (NaN and infinities allowed, as JSON extensions), bool, None, nested at most 64 levels,
+at most 1,000,000 values in all; anything else ends as status `error` ("the job's result cannot
+be sent back: ..."). The parent decodes with limits: the length header is checked against
+`max_result_mb` before anything more is read; a message that is not UTF-8 JSON, nests too deep,
+is too large, or does not have one of the three shapes above makes the job `crashed` ("the job
+process sent a malformed result: ..."). Whatever a job sends, the pool goes on serving the others.
 
-This module imports only the standard library and `multiprocess`.
+This module imports only the standard library, `multiprocess` and `sandbox.kernel`.
 """
 from __future__ import annotations
 
@@ -40,6 +55,7 @@ import atexit
 import collections
 import concurrent.futures
 import ctypes
+import json
 import math
 import os
 import pickle
@@ -59,6 +75,8 @@ from multiprocess import popen_fork
 from multiprocess.connection import wait as _wait
 from multiprocess.context import ForkProcess
 
+from sandbox import kernel
+
 STATUSES = ("ok", "error", "timeout", "memory", "crashed")
 
 _EXIT_MEMORY = 86          # the child ran out of memory outside `fn` (e.g. pickling the result)
@@ -67,12 +85,14 @@ _RESERVE_BYTES = 4 << 20   # released on MemoryError so the child can still repo
 _HEADER = struct.Struct("!Q")
 _MAX_MESSAGE = 2000
 _MAX_TRACEBACK = 8000
+MAX_RESULT_DEPTH = 64            # nesting levels of a job's JSON value
+MAX_RESULT_VALUES = 1_000_000    # values (containers and scalars) in a job's JSON value
 _PR_SET_PDEATHSIG = 1
 _SIGNAL_NOTES = {
     "SIGSEGV": "segmentation fault", "SIGBUS": "bus error", "SIGABRT": "aborted",
     "SIGFPE": "floating-point exception", "SIGILL": "illegal instruction",
     "SIGXFSZ": "tried to write to a file", "SIGKILL": "killed",
-    "SIGXCPU": "CPU-time limit",
+    "SIGXCPU": "CPU-time limit", "SIGSYS": "a system call of another ABI",
 }
 
 
@@ -135,9 +155,18 @@ class WorkerPool:
     max_file_mb: RLIMIT_FSIZE; 0 (default) forbids writing to regular files (None: no limit).
     allow_fork: leave RLIMIT_NPROC alone (by default it is 0: a job cannot fork or start threads,
                 unless it runs as root, which the kernel exempts).
-    initializer, initargs: called in each job process before the limits are applied.
+                With the kernel layer, `allow_fork` also leaves fork/vfork/clone allowed.
+    kernel_layer: install `sandbox.kernel.contain()` in each job process (default). False: only
+                the limits above and the environment scrub (for trusted jobs, and tests of the
+                pool itself).
+    read_paths: more files or directories the kernel layer leaves readable.
+    initializer, initargs: called in each job process after the limits and the kernel layer
+                (trusted code, but confined like the job).
     keep_fds:   inherited file descriptors the job may keep (all others are closed).
     max_result_mb: larger values are refused (status error).
+
+    `kernel_support` is what `sandbox.kernel.probe()` found on this machine (None without the
+    kernel layer); layers it lists as missing are not installed.
 
     Use as a context manager: leaving the block normally waits for the submitted jobs; leaving it
     with an exception kills them. `shutdown()` kills everything by default.
@@ -146,6 +175,7 @@ class WorkerPool:
     def __init__(self, workers: int = 1, timeout_s: float | None = 600.0,
                  memory_mb: float | None = 2048, cpu_s: float | None = None, *,
                  max_file_mb: float | None = 0, allow_fork: bool = False,
+                 kernel_layer: bool = True, read_paths: Iterable[str] = (),
                  initializer: Callable | None = None, initargs: tuple = (),
                  keep_fds: Iterable[int] = (), max_result_mb: float = 64):
         if int(workers) < 1:
@@ -160,6 +190,11 @@ class WorkerPool:
             max_file_mb=max_file_mb, allow_fork=allow_fork,
             max_result_bytes=int(max_result_mb * 2**20))
         self._initializer, self._initargs = initializer, tuple(initargs)
+        self.kernel_layer = bool(kernel_layer)
+        self._read_paths = tuple(str(p) for p in read_paths)
+        self.kernel_support = None
+        if self.kernel_layer:    # probe and build the filter now, in this process, not per job
+            self.kernel_support = kernel.plan(self._read_paths, allow_fork=allow_fork).support
         self._keep_fds = tuple(sorted(set(int(fd) for fd in keep_fds)))
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -277,7 +312,10 @@ class WorkerPool:
             return False
         for job in starting:
             if job.future.set_running_or_notify_cancel():
-                self._start(job)
+                try:
+                    self._start(job)
+                except Exception as exc:    # this job only; the pool goes on
+                    self._fail(job, "could not start the job process", exc)
         if not self._running:
             with self._lock:
                 if self._closed and not self._queue:
@@ -304,40 +342,58 @@ class WorkerPool:
 
         now = time.monotonic()
         for job in list(self._running):
-            if job.reader in ready:
-                self._read(job)
-            if job.expected is not None and len(job.buffer) >= job.expected:
-                self._kill_job(job)              # it has answered; reap it (and its group)
-                self._finish(job, self._decode(job))
-            elif (job.expected is not None
-                  and job.expected - _HEADER.size > self.limits.max_result_bytes):
-                self._kill_job(job)
-                self._finish(job, JobOutcome(
-                    "error", error=f"the job's result is larger than the limit of "
-                                   f"{self.limits.max_result_bytes / 2**20:g} MiB"))
-            elif job.process.sentinel in ready:
-                self._kill_job(job)              # stray children of the job die with it
-                self._read(job)
-                if job.expected is not None and len(job.buffer) >= job.expected:
-                    self._finish(job, self._decode(job))
-                else:
-                    self._finish(job, self._died(job))
-            elif job.deadline is not None and now >= job.deadline:
-                self._kill_job(job)
-                self._finish(job, JobOutcome(
-                    "timeout", error=f"timed out: exceeded the wall-clock limit of "
-                                     f"{self.limits.timeout_s:g} s"))
+            try:
+                self._handle(job, ready, now)
+            except Exception as exc:        # a bug, or bytes nobody expected: this job only
+                self._fail(job, "internal error in the worker pool while handling the job", exc)
         return True
+
+    def _fail(self, job: _Job, what: str, exc: BaseException) -> None:
+        try:
+            self._kill_job(job)
+        except Exception:
+            pass
+        self._finish(job, JobOutcome("crashed", error=f"{what}: {type(exc).__name__}: "
+                                                      f"{_one_line(exc)}"))
+
+    def _handle(self, job: _Job, ready: set, now: float) -> None:
+        """Finish `job` if it answered, died or ran out of time."""
+        if job.reader in ready:
+            self._read(job)
+        if (job.expected is not None
+                and job.expected - _HEADER.size > self.limits.max_result_bytes):
+            self._kill_job(job)     # our own child code never sends more than the limit
+            self._finish(job, JobOutcome("crashed", error=(
+                f"the job process sent a malformed result: its length header announces "
+                f"{job.expected - _HEADER.size} bytes, more than the limit of "
+                f"{self.limits.max_result_bytes / 2**20:g} MiB")))
+        elif job.expected is not None and len(job.buffer) >= job.expected:
+            self._kill_job(job)              # it has answered; reap it (and its group)
+            self._finish(job, self._decode(job))
+        elif job.process.sentinel in ready:
+            self._kill_job(job)              # stray children of the job die with it
+            self._read(job)
+            if job.expected is not None and len(job.buffer) >= job.expected:
+                self._finish(job, self._decode(job))
+            else:
+                self._finish(job, self._died(job))
+        elif job.deadline is not None and now >= job.deadline:
+            self._kill_job(job)
+            self._finish(job, JobOutcome(
+                "timeout", error=f"timed out: exceeded the wall-clock limit of "
+                                 f"{self.limits.timeout_s:g} s"))
 
     def _start(self, job: _Job) -> None:
         reader = writer = None
         for attempt in range(3):
             try:
+                plan = (kernel.plan(self._read_paths, allow_fork=self.limits.allow_fork)
+                        if self.kernel_layer else None)
                 reader, writer = os.pipe()
                 job.process = _JobProcess(
                     target=_child_main, daemon=True,
                     args=(writer, reader, job.fn, job.args, job.kwargs, self.limits,
-                          self._initializer, self._initargs, self._keep_fds))
+                          self._initializer, self._initargs, self._keep_fds, plan))
                 job.started = time.monotonic()
                 job.process.start()
                 break
@@ -400,6 +456,7 @@ class WorkerPool:
     def _finish(self, job: _Job, outcome: JobOutcome) -> None:
         if job in self._running:
             self._running.remove(job)
+        job.eof = True
         process = job.process
         if outcome.status in ("timeout", "crashed") and outcome.exitcode is None and process:
             outcome.exitcode = process.exitcode
@@ -425,11 +482,13 @@ class WorkerPool:
             job.future.set_result(outcome)
 
     def _decode(self, job: _Job) -> JobOutcome:
+        """The job's message as an outcome; anything but a well-formed message: crashed."""
         try:
-            message = pickle.loads(bytes(job.buffer[_HEADER.size:job.expected]))
-        except Exception as exc:
-            return JobOutcome("error", error=f"could not read the job's result: "
-                                             f"{type(exc).__name__}: {_one_line(exc)}")
+            message = decode_message(bytes(job.buffer[_HEADER.size:job.expected]))
+        except Exception as exc:     # RecursionError, UnicodeDecodeError, ValueError, ...
+            return JobOutcome("crashed", error=(
+                f"the job process sent a malformed result: {type(exc).__name__}: "
+                f"{_one_line(exc)[:300]}"))
         kind = message[0]
         if kind == "ok":
             return JobOutcome("ok", value=message[1])
@@ -461,15 +520,56 @@ class WorkerPool:
                 f"the job process was killed by {name}" + (f" ({note})" if note else "")))
         if code == _EXIT_INTERNAL:
             return JobOutcome("crashed", exitcode=code,
-                              error="the job process failed to set up its limits")
+                              error="the job process failed to set up its limits or its kernel layer")
         if code is None:
             return JobOutcome("crashed", error="the job process could not be reaped")
         return JobOutcome("crashed", exitcode=code, error=(
             f"the job process exited with code {code} without returning a result"))
 
 
+# --- the result channel --------------------------------------------------------------------------
+def check_json_value(value: Any) -> None:
+    """Raise TypeError / ValueError unless `value` is JSON data within the limits (module
+    docstring). Iterative: a deep or cyclic value cannot exhaust the stack."""
+    count = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > MAX_RESULT_VALUES:
+            raise ValueError(f"it holds more than {MAX_RESULT_VALUES} values")
+        if item is None or isinstance(item, (str, bool, int, float)):
+            continue
+        if isinstance(item, (list, tuple, dict)) and depth >= MAX_RESULT_DEPTH:
+            raise ValueError(f"it is nested deeper than {MAX_RESULT_DEPTH} levels")
+        if isinstance(item, (list, tuple)):
+            stack.extend((x, depth + 1) for x in item)
+        elif isinstance(item, dict):
+            for key, x in item.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"a dict key is {type(key).__name__} {key!r:.80}, not str")
+                stack.append((x, depth + 1))
+        else:
+            raise TypeError(f"{type(item).__name__} is not JSON data (dict with str keys, list, "
+                            f"tuple, str, int, float, bool, None)")
+
+
+def encode_message(message: tuple) -> bytes:
+    """The child's side: one message (still a pickle in this version)."""
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_message(data: bytes) -> list:
+    """The parent's side (still a pickle in this version)."""
+    message = list(pickle.loads(data))
+    if not message or message[0] not in ("ok", "memory", "error"):
+        raise ValueError("not a result message")
+    return message
+
+
 # --- the job process -----------------------------------------------------------------------------
 _SENTINEL_FD: int | None = None   # in a job process: the pipe end whose closing tells the parent
+_RESULT_FD: int | None = None     # in a job process: the pipe end its result is written to
 _INHERITED_STDIO: list = []
 
 
@@ -597,8 +697,14 @@ def _apply_limits(limits: _Limits) -> None:
 
 
 def _child_main(writer: int, reader: int, fn, args, kwargs, limits: _Limits, initializer,
-                initargs, keep_fds) -> None:
-    """Body of a job process: contain, run `fn`, send one message, exit. Never returns."""
+                initargs, keep_fds, plan) -> None:
+    """Body of a job process: contain, run `fn`, send one message, exit. Never returns.
+
+    Order matters: what needs /proc (the address space, the environment block) or creating
+    descriptors happens before the kernel layer, raising limits is impossible after it; the
+    initializer runs last, confined (ctypes calls of the kernel layer would show in an audit
+    hook it installs)."""
+    global _RESULT_FD
     try:
         parent_pid = os.getppid()
         os.close(reader)
@@ -606,10 +712,15 @@ def _child_main(writer: int, reader: int, fn, args, kwargs, limits: _Limits, ini
         _die_with_parent(parent_pid)
         _close_inherited_fds({writer, _SENTINEL_FD, *keep_fds} - {None})
         _redirect_stdio()
-        if initializer is not None:
-            initializer(*initargs)
+        _RESULT_FD = writer
         reserve = bytearray(_RESERVE_BYTES)
         _apply_limits(limits)
+        if plan is not None:
+            kernel.contain(prepared=plan)      # scrubs the environment first
+        else:
+            kernel.scrub_environment()
+        if initializer is not None:
+            initializer(*initargs)
     except BaseException:
         os._exit(_EXIT_INTERNAL)
     try:
@@ -625,15 +736,15 @@ def _child_main(writer: int, reader: int, fn, args, kwargs, limits: _Limits, ini
         except BaseException as exc:
             message = ("error", *_describe(exc))
         try:
-            payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = encode_message(message)
         except MemoryError:
             raise
         except Exception as exc:
-            payload = pickle.dumps(("error", "PicklingError", (
+            payload = encode_message(("error", type(exc).__name__, (
                 f"the job's result cannot be sent back: {type(exc).__name__}: {_one_line(exc)}"),
-                ""), protocol=pickle.HIGHEST_PROTOCOL)
+                ""))
         if len(payload) > limits.max_result_bytes:
-            payload = pickle.dumps(("error", "ValueError", (
+            payload = encode_message(("error", "ValueError", (
                 f"the job's result is larger than the limit of "
                 f"{limits.max_result_bytes / 2**20:g} MiB"), ""))
         _write_all(writer, _HEADER.pack(len(payload)) + payload)

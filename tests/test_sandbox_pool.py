@@ -1,9 +1,16 @@
 """sandbox.WorkerPool: every job ends with a status, nothing hangs, nothing is left behind;
-and glia_evo.parallel.evaluate_many on top of it (statuses, identical results, baselines)."""
+results come back as JSON and nothing a job writes to its result pipe can hurt the pool;
+and glia_evo.parallel.evaluate_many on top of it (statuses, identical results, baselines).
+(The kernel layer's own tests: tests/test_sandbox_kernel.py.)"""
 from __future__ import annotations
 
+import ctypes
+import json
+import math
 import os
+import pickle
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -13,6 +20,7 @@ import pytest
 from glia_evo.evaluation import EvalResult, evaluate, policy_seed
 from glia_evo.parallel import evaluate_many, outcome_to_result, resolve_limits
 from glia_evo.problems import Scenario, get_problem
+import sandbox.pool
 from sandbox import JobOutcome, WorkerPool
 from sim import ClusterSpec, ReplicaSpec, simulate
 from sim.policies import baseline_names, baseline_source, load_trusted
@@ -59,6 +67,10 @@ def kill_self(sig):
     time.sleep(5)
 
 
+def segfault():
+    ctypes.string_at(0)
+
+
 def sys_exit(code):
     sys.exit(code)
 
@@ -75,6 +87,16 @@ def flood():
 
 def unpicklable():
     return lambda: None
+
+
+def returns(value):
+    return value
+
+
+def cyclic():
+    loop = []
+    loop.append(loop)
+    return loop
 
 
 def write_file(path):
@@ -180,12 +202,14 @@ def test_memory_limit(job):
 @pytest.mark.parametrize("job, args, fragment, exitcode", [
     (exit_hard, (3,), "exited with code 3", 3),
     (sys_exit, (5,), "exited with code 5", 5),
+    (segfault, (), "killed by SIGSEGV (segmentation fault)", -signal.SIGSEGV),
     (kill_self, (signal.SIGSEGV,), "killed by SIGSEGV (segmentation fault)", -signal.SIGSEGV),
     (kill_self, (signal.SIGKILL,), "killed by SIGKILL", -signal.SIGKILL),
     (kill_self, (signal.SIGTERM,), "killed by SIGTERM", -signal.SIGTERM),
 ])
 def test_a_dying_job_process_is_reported(job, args, fragment, exitcode):
-    with WorkerPool(1, timeout_s=30, memory_mb=512) as pool:
+    # the kernel layer forbids signalling even oneself: kill_self runs without it
+    with WorkerPool(1, timeout_s=30, memory_mb=512, kernel_layer=job is not kill_self) as pool:
         out = pool.submit(job, *args).result()
         after = pool.submit(double, 1).result()      # the pool carries on
     assert out.status == "crashed" and fragment in out.error
@@ -219,22 +243,34 @@ def test_output_flood_goes_nowhere(capfd):
     assert captured.out == "" and captured.err == ""
 
 
-def test_jobs_cannot_write_files_or_see_the_parents_descriptors(tmp_path):
+@pytest.mark.parametrize("kernel_layer", [False, True])
+def test_jobs_cannot_write_files_or_see_the_parents_descriptors(tmp_path, kernel_layer):
     target = tmp_path / "written.txt"
     with open(tmp_path / "secret.txt", "w") as secret:
-        with WorkerPool(1, timeout_s=30, memory_mb=512) as pool:
+        with WorkerPool(1, timeout_s=30, memory_mb=512, kernel_layer=kernel_layer) as pool:
             wrote = pool.submit(write_file, str(target)).result()
             sees = pool.submit(fd_is_open, secret.fileno()).result()
-    assert wrote.status == "error" and "File too large" in wrote.error
-    assert target.read_bytes() == b""
+    assert wrote.status == "error"
+    if kernel_layer:     # seccomp refuses to open for writing: the file is not even created
+        assert "PermissionError: [Errno 1] Operation not permitted" in wrote.error
+        assert not target.exists()
+    else:                # RLIMIT_FSIZE=0
+        assert "File too large" in wrote.error
+        assert target.read_bytes() == b""
     assert sees.status == "ok" and sees.value is False
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="RLIMIT_NPROC does not apply to root")
 def test_jobs_cannot_fork_unless_allowed():
-    with WorkerPool(1, timeout_s=30, memory_mb=512) as pool:
+    with WorkerPool(1, timeout_s=30, memory_mb=512, kernel_layer=False) as pool:
         out = pool.submit(try_fork).result()
     assert out.status == "error" and "BlockingIOError" in out.error
+
+
+def test_the_kernel_layer_forbids_forking_even_for_root():
+    with WorkerPool(1, timeout_s=30, memory_mb=512) as pool:
+        out = pool.submit(try_fork).result()
+    assert out.status == "error" and "PermissionError" in out.error
 
 
 def test_processes_forked_by_a_job_die_with_it():
@@ -249,7 +285,7 @@ def test_processes_forked_by_a_job_die_with_it():
 
 def test_many_failing_jobs_never_hang_or_get_lost():
     jobs = [(double, (i,)) for i in range(6)] + [
-        (exit_hard, (7,)), (kill_self, (signal.SIGSEGV,)), (sleep, (60,)), (fail, ()),
+        (exit_hard, (7,)), (segfault, ()), (sleep, (60,)), (fail, ()),
         (allocate_at_once, ()), (spin, ()), (double, (100,))]
     with WorkerPool(2, timeout_s=2, memory_mb=256) as pool:
         futures = [pool.submit(fn, *args) for fn, args in jobs]
