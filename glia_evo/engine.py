@@ -34,6 +34,7 @@ from sim.policies import baseline_source
 
 from . import analyst
 from .config import RunConfig
+from .evaluation import EvalResult
 from .events import EventLog, read_events
 from .jobs import EvalJob, evaluate_job, reference_job
 from .parallel import outcome_to_result
@@ -148,6 +149,8 @@ class Engine:
         self.stopping: str | None = None
         self.fatal: str | None = None      # an LLM endpoint that refuses us (key, model, URL)
         self.inflight: collections.deque = collections.deque()   # (candidate, future), FIFO
+        self.reference: dict = {}          # instance -> the reference's metric (`_reference`)
+        self.completed: dict = {}          # instance -> requests in its trace
         # LLM agents (None offline): tasks in threads, children waiting for a worker
         self.llm = None
         self.ready: collections.deque = collections.deque()
@@ -241,12 +244,15 @@ class Engine:
                                       operator="seed", parents=[])
 
     def _reference(self) -> dict:
-        """The reference baseline's metric per instance, simulated once (in the sandbox pool)
-        and kept in the state, so no evaluation simulates it again."""
+        """The reference baseline's metric per instance, simulated once (in a sandbox job that
+        runs no candidate) and kept in the state, so no evaluation simulates it again. Every
+        candidate's fitness is computed here from these values (`_read`), never taken from its
+        job; the trace lengths (`self.completed`) check that every request completed."""
         e = self.cfg.evaluation
         splits = (e.split, e.cascade_split) if e.cascade else (e.split,)
         saved = self.store.get_meta(REFERENCE_KEY)
         if saved and saved.get("splits") == list(splits):
+            self.completed = saved.get("completed") or {}
             return saved["values"]
         for attempt in range(REFERENCE_ATTEMPTS):   # a job killed from outside: run it again
             outcome = self.pool.submit(reference_job, self.problem.name, splits).result()
@@ -256,8 +262,20 @@ class Engine:
         if outcome.status != "ok":
             raise EngineError(f"the reference baseline {self.problem.reference} failed "
                               f"({outcome.status}): {outcome.error}")
-        self.store.set_meta(REFERENCE_KEY, {"splits": list(splits), "values": outcome.value})
-        return outcome.value
+        values, completed = _reference_values(outcome.value, self.problem.reference)
+        self.store.set_meta(REFERENCE_KEY, {"splits": list(splits), "values": values,
+                                            "completed": completed})
+        self.completed = completed
+        return values
+
+    def _read(self, outcome, split: str, cascade_split: str | None = None):
+        """A job's outcome as a checked EvalResult whose fitness the engine computed."""
+        expected = {"ok": [i.name for i in self.problem.split(split)]}
+        if cascade_split:
+            expected["rejected"] = [i.name for i in self.problem.split(cascade_split)]
+        return outcome_to_result(outcome, split, self.pool, metric=self.problem.metric,
+                                 reference=self.reference, completed=self.completed,
+                                 expected=expected)
 
     def _turn(self, index: int) -> str:
         """Who makes proposal `index`: "offline" or the name of the model the Researcher uses
@@ -569,19 +587,47 @@ class Engine:
             self.summaries.clear()
 
     # --- evaluation -----------------------------------------------------------------------------
-    def _submit(self, cand: Candidate) -> None:
+    def _job(self, cand: Candidate) -> EvalJob:
         """Evaluations use the policy rng seed base 0 whatever the run's seed (common random
         numbers; `glia-evo simulate` and tuning trials do the same, so fitness reproduces)."""
         e = self.cfg.evaluation
         bar = cand.extra.get("parent_stage1") if cand.operator != "seed" else None
-        job = EvalJob(source=cand.source, problem=self.problem.name, split=e.split,
-                      seed=0, cascade=e.cascade and cand.operator != "seed",
-                      cascade_split=e.cascade_split, threshold=e.cascade_threshold,
-                      bar_fitness=bar if bar is not None else 1.0,
-                      reference=tuple(sorted(self.reference.items())),
-                      cascade_timeout_s=e.cascade_timeout_s)
-        self.inflight.append((cand, self.pool.submit(evaluate_job, job)))
+        return EvalJob(source=cand.source, problem=self.problem.name, split=e.split,
+                       seed=0, cascade=e.cascade and cand.operator != "seed",
+                       cascade_split=e.cascade_split, threshold=e.cascade_threshold,
+                       bar_fitness=bar if bar is not None else 1.0,
+                       reference=tuple(sorted(self.reference.items())),
+                       cascade_timeout_s=e.cascade_timeout_s)
+
+    def _submit(self, cand: Candidate) -> None:
+        self.inflight.append((cand, self.pool.submit(evaluate_job, self._job(cand))))
         self._submitted += 1
+
+    def _would_be_best(self, fitness: float) -> bool:
+        best = self.islands.best()
+        return best is None or fitness > best.fitness
+
+    def _irreproducible(self, cand: Candidate, job: EvalJob, result) -> str | None:
+        """Before a candidate becomes the run's best (and so what `export` and `report` use), it
+        is evaluated once more in a fresh job process and must reproduce its metrics exactly
+        (the simulator is deterministic): a result forged by a program that got out of the
+        language layer, or a lucky race, does not survive a second process. Shipped baselines
+        are trusted code and skip this. Returns why it failed, or None."""
+        if cand.operator == "seed" and cand.extra.get("baseline") and \
+                cand.source == baseline_source(self.problem.name, cand.extra["baseline"]):
+            return None
+        cascade_split = job.cascade_split if job.cascade else None
+        for _ in range(2):      # a second job killed from outside (not by itself) runs again
+            again = self._read(self.pool.submit(evaluate_job, job).result(), job.split,
+                               cascade_split)
+            if not (again.status == "crashed" and "SIGKILL" in (again.error or "")):
+                break
+        same = again.status == result.status and again.scenarios == result.scenarios
+        self.events.write("reproduced", candidate=cand.id, status=again.status, same=same)
+        if same or (self.stopping and again.status == "crashed"):   # stopped mid-check
+            return None
+        return (f"did not reproduce its metrics in a fresh process (first {result.status} "
+                f"{result.fitness:.4f}, then {again.status} {again.fitness:.4f})")
 
     def _slots(self) -> int:
         """Evaluations to keep in flight: the executor's (a Dask cluster's may change)."""
@@ -601,8 +647,7 @@ class Engine:
         self._submitted += 1
 
     def _process_trial(self, trial: Trial, outcome) -> None:
-        result = outcome_to_result(outcome, self.cfg.tuning.split or self.cfg.evaluation.split,
-                                   self.pool)
+        result = self._read(outcome, self.cfg.tuning.split or self.cfg.evaluation.split)
         study = self.tuning.study
         self.events.write("trial", candidate=study.cand.id, trial=trial.number,
                           knobs=trial.knobs, status=result.status, fitness=result.fitness,
@@ -644,7 +689,12 @@ class Engine:
         self.tracker.candidate(cand.to_dict(), parent.source if parent else None)
 
     def _process(self, cand: Candidate, outcome) -> None:
-        result = outcome_to_result(outcome, self.cfg.evaluation.split, self.pool)
+        e = self.cfg.evaluation
+        result = self._read(outcome, e.split, e.cascade_split if e.cascade else None)
+        if result.status == "ok" and self._would_be_best(result.fitness):
+            why = self._irreproducible(cand, self._job(cand), result)
+            if why:
+                result = EvalResult(status="crashed", error=why, duration_s=result.duration_s)
         parent = self.store.get(cand.parents[0]) if cand.parents else None
         cand.status = result.status
         cand.fitness = result.fitness if result.status == "ok" else 0.0
@@ -653,8 +703,9 @@ class Engine:
         cand.evaluated_at = time.time()
         cand.eval_seconds = result.duration_s
         cascade = result.diagnostics.get("cascade", {}) if result.diagnostics else {}
-        if "stage1_fitness" in cascade:
-            cand.extra["stage1_fitness"] = cascade["stage1_fitness"]
+        stage1 = cascade.get("stage1_fitness")
+        if type(stage1) in (int, float) and 0 <= stage1 < float("inf"):
+            cand.extra["stage1_fitness"] = stage1
         cand.extra["diagnostics"] = _compact_diagnostics(result.diagnostics)
         cand.reasoning = analyst.summarize(result, parent.fitness if parent else None,
                                            parent.metrics if parent else None,
@@ -932,3 +983,17 @@ def _as_result(cand: Candidate):
     """A minimal EvalResult-like view of a stored candidate, for the rule-based analyst."""
     from .evaluation import EvalResult
     return EvalResult(status=cand.status, fitness=cand.fitness, scenarios=cand.metrics)
+
+
+def _reference_values(value, name: str) -> tuple[dict, dict]:
+    """The reference job's {"values", "completed"}, checked: positive finite metrics, whole
+    request counts (it is trusted code, but its answer still crossed the job channel)."""
+    try:
+        values, completed = value["values"], value.get("completed") or {}
+        ok = (all(type(v) in (int, float) and 0 < v < float("inf") for v in values.values())
+              and all(type(c) is int and c >= 0 for c in completed.values()))
+    except (TypeError, KeyError, AttributeError):
+        ok = False
+    if not ok:
+        raise EngineError(f"the reference baseline {name} sent an unusable result")
+    return values, completed

@@ -22,7 +22,10 @@ from sim.policies import baseline_source, load_trusted
 
 from .problems import Instance, Problem
 
-STATUSES = ("ok", "error", "timeout", "crashed", "invalid")
+from population import STATUSES as _CANDIDATE_STATUSES
+
+# what an evaluation can end as (a candidate is also "pending" before it has one)
+STATUSES = tuple(s for s in _CANDIDATE_STATUSES if s != "pending")
 
 
 class PastDeadline(Exception):

@@ -30,16 +30,31 @@ class EvalJob:
 
 
 def reference_job(problem_name: str, splits: tuple[str, ...]) -> dict:
-    """The reference baseline's metric on every instance of `splits` (run once per search)."""
+    """The reference baseline on every instance of `splits` (run once per search, in a job of
+    its own that runs no candidate): {"values": instance -> the problem's metric,
+    "completed": instance -> requests completed, i.e. the trace's length}. The engine computes
+    every candidate's fitness from these values and checks its metrics against the counts."""
     from .evaluation import reference_metrics
     problem = get_problem(problem_name)
-    return {inst.name: reference_metrics(problem, inst)[problem.metric]
-            for split in splits for inst in problem.split(split)}
+    values, completed = {}, {}
+    for split in splits:
+        for inst in problem.split(split):
+            metrics = reference_metrics(problem, inst)
+            values[inst.name] = metrics[problem.metric]
+            if "completed" in metrics:
+                completed[inst.name] = metrics["completed"]
+    return {"values": values, "completed": completed}
 
 
-def evaluate_job(job: EvalJob) -> EvalResult:
+def evaluate_job(job: EvalJob) -> dict:
     """One candidate in one sandbox process: the cascade's two stages run here in sequence
-    (`glia_evo.cascade` judges them), so the engine needs one job per candidate."""
+    (`glia_evo.cascade` judges them), so the engine needs one job per candidate. Returns the
+    EvalResult as plain data (the channel carries JSON); the engine reads it with
+    `glia_evo.wire.result_from_wire`, which recomputes the fitness from its own reference."""
+    return _evaluate_job(job).to_dict()
+
+
+def _evaluate_job(job: EvalJob) -> EvalResult:
     from .cascade import combine, screen
     problem = get_problem(job.problem)
     knobs = dict(job.knobs) or None

@@ -18,6 +18,8 @@ Error messages start with the instance name, as `evaluate`'s do.
 The reference baseline of each instance is simulated once, in its own job, and handed to the
 candidates' jobs; the parent keeps it for later calls. A reference that raises (e.g. a workload
 that cannot run on the chosen cluster) is an input error: `evaluate_many` raises ValueError.
+What a candidate's job sends back is checked (`glia_evo.wire`), and its fitness is recomputed
+here from its metrics and the reference's: a job cannot forge its own score.
 
 Results are merged per program in instance order, so a parallel evaluation equals a sequential
 `evaluate` of the same program on the same instances (`duration_s` aside).
@@ -27,13 +29,16 @@ from __future__ import annotations
 import collections
 import os
 import re
+from collections.abc import Collection
 from typing import Callable
 
 from sandbox import JobOutcome, WorkerPool
 
 from . import evaluation as _evaluation
 from .evaluation import EvalResult, evaluate, geometric_mean
+from .hygiene import clean
 from .problems import Instance, Problem
+from .wire import WireError, result_from_wire
 
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MEMORY_MB = 2048
@@ -105,9 +110,10 @@ def _reference_job(problem: Problem, instance: Instance):
 
 
 def _candidate_job(problem: Problem, source: str, instance: Instance, knobs: dict | None,
-                   seed: int, reference: dict | None) -> EvalResult:
+                   seed: int, reference: dict | None) -> dict:
     known = {instance.name: reference[problem.metric]} if reference is not None else None
-    return evaluate(source, problem, [instance], knobs=knobs, seed=seed, reference=known)
+    return evaluate(source, problem, [instance], knobs=knobs, seed=seed,
+                    reference=known).to_dict()
 
 
 # --- outcomes -> EvalResult ------------------------------------------------------------------------
@@ -120,16 +126,23 @@ def _memory_text(pool: WorkerPool) -> str:
     return f"exceeded the memory limit of {pool.memory_mb:g} MiB"
 
 
-def outcome_to_result(outcome: JobOutcome, instance: Instance | str,
-                      pool: WorkerPool) -> EvalResult:
+def outcome_to_result(outcome: JobOutcome, instance: Instance | str, pool: WorkerPool, *,
+                      metric: str | None = None, reference: dict | None = None,
+                      completed: dict | None = None,
+                      expected: dict[str, Collection[str]] | None = None) -> EvalResult:
     """The EvalResult of one job (an instance, or a split's name for a multi-instance job),
-    whatever happened to its process."""
+    whatever happened to its process. What the job sent is checked by
+    `glia_evo.wire.result_from_wire` (with `metric` and the trusted `reference` values the
+    fitness is recomputed; `completed` and `expected` are checked); a result that fails a check
+    is `crashed`."""
     name = instance if isinstance(instance, str) else instance.name
     if outcome.status == "ok":
-        result = outcome.value
-        if not isinstance(result, EvalResult):
-            return EvalResult(status="error", duration_s=outcome.duration_s,
-                              error=f"{name}: the evaluation returned {type(result).__name__}")
+        try:
+            result = result_from_wire(outcome.value, metric=metric, reference=reference,
+                                      completed=completed, expected=expected)
+        except WireError as exc:
+            return EvalResult(status="crashed", duration_s=outcome.duration_s,
+                              error=f"{name}: the job sent an invalid result: {exc}")
         if result.status == "error" and result.error:
             detail = result.error.removeprefix(f"{name}: ")
             if _MEMORY_ERROR.match(detail):   # the candidate hit the address-space limit
@@ -138,7 +151,7 @@ def outcome_to_result(outcome: JobOutcome, instance: Instance | str,
         return result
     status = {"timeout": "timeout", "memory": "crashed", "crashed": "crashed"}.get(
         outcome.status, "error")
-    error = _memory_text(pool) if outcome.status == "memory" else outcome.error
+    error = _memory_text(pool) if outcome.status == "memory" else clean(outcome.error)
     return EvalResult(status=status, error=f"{name}: {error}", duration_s=outcome.duration_s)
 
 
@@ -148,6 +161,15 @@ def _cached_reference(problem: Problem, instance: Instance) -> dict | None:
     metrics = _references.get(key)
     if metrics is not None:
         _references.move_to_end(key)
+    return metrics
+
+
+def _reference_checked(problem: Problem, instance: Instance, metrics) -> dict:
+    """The reference job's metrics, as plain finite numbers (the channel carries JSON)."""
+    value = metrics.get(problem.metric) if isinstance(metrics, dict) else None
+    if type(value) not in (int, float) or not value > 0 or value == float("inf"):
+        raise RuntimeError(f"the reference baseline {problem.reference!r} gave no usable "
+                           f"{problem.metric} on {instance.name}")
     return metrics
 
 
@@ -202,13 +224,17 @@ def _evaluate(pool: WorkerPool, sources, problem, instances, knobs, seed, progre
 
     for inst, future in [(i, pool.submit(_reference_job, problem, i)) for i in missing]:
         outcome = future.result()
+        if outcome.status in ("crashed", "timeout"):     # killed from outside: once more
+            outcome = pool.submit(_reference_job, problem, inst).result()
         tick()
-        if outcome.status != "ok":
-            continue          # the candidates' jobs simulate the reference themselves
-        if outcome.value[0] == "ok":
-            _remember_reference(problem, inst, outcome.value[1])
+        if outcome.status != "ok":    # never let a candidate's job compute its own reference
+            raise RuntimeError(f"the reference baseline {problem.reference!r} could not be "
+                               f"simulated on {inst.name} ({outcome.status}): {outcome.error}")
+        kind, *rest = outcome.value
+        if kind == "ok":
+            _remember_reference(problem, inst, _reference_checked(problem, inst, rest[0]))
             continue
-        _, is_value_error, text, message = outcome.value
+        is_value_error, text, message = rest
         if is_value_error:
             raise ValueError(message)
         raise RuntimeError(f"the reference baseline {problem.reference!r} failed on "
@@ -221,7 +247,12 @@ def _evaluate(pool: WorkerPool, sources, problem, instances, knobs, seed, progre
     for inst, row in zip(instances, futures):
         results = []
         for future in row:
-            results.append(outcome_to_result(future.result(), inst, pool))
+            ref = _cached_reference(problem, inst)
+            results.append(outcome_to_result(
+                future.result(), inst, pool, metric=problem.metric,
+                reference={inst.name: ref[problem.metric]},
+                completed={inst.name: ref["completed"]} if "completed" in ref else None,
+                expected={"ok": (inst.name,)}))
             tick()
         per_instance.append(results)
     return [merge([row[k] for row in per_instance]) for k in range(len(sources))]

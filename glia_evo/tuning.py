@@ -108,18 +108,26 @@ def tune_program(source: str, knob_spec: dict, problem: str, split: str, pool, *
     Returns {"knobs", "fitness", "start_fitness", "source", "trials"}; the tuned source's KNOBS
     hold the best values, so evaluating it reproduces "fitness" exactly.
     """
-    from .jobs import EvalJob, evaluate_job
+    from .jobs import EvalJob, evaluate_job, reference_job
+    from .parallel import outcome_to_result
+    from .problems import get_problem
+    metric = get_problem(problem).metric
+    ref = pool.submit(reference_job, problem, (split,)).result()   # trusted, in its own job
+    if ref.status != "ok":
+        raise RuntimeError(f"the reference baseline failed ({ref.status}): {ref.error}")
+    reference, completed = ref.value["values"], ref.value["completed"]
     tuner = Tuner(study_name, knob_spec, journal, seed, trials)
     width = max(1, getattr(pool, "workers", 1))
     while tuner.remaining():
         batch = [tuner.ask() for _ in range(min(width, tuner.remaining()))]
-        futures = [pool.submit(evaluate_job, EvalJob(source=source, problem=problem, split=split,
-                                                     knobs=tuple(sorted(values.items()))))
-                   for _, values in batch]
+        futures = [pool.submit(evaluate_job, EvalJob(
+            source=source, problem=problem, split=split, knobs=tuple(sorted(values.items())),
+            reference=tuple(sorted(reference.items())))) for _, values in batch]
         for (number, _), future in zip(batch, futures):
-            outcome = future.result()
-            ok = outcome.status == "ok" and outcome.value.status == "ok"
-            tuner.tell(number, outcome.value.fitness if ok else None)
+            result = outcome_to_result(future.result(), split, pool, metric=metric,
+                                       reference=reference, completed=completed,
+                                       expected={"ok": list(reference)})
+            tuner.tell(number, result.fitness if result.status == "ok" else None)
     values, fitness = tuner.best() or ({k: v[0] for k, v in knob_spec.items()}, 0.0)
     start = tuner.study.trials[0].value if tuner.study.trials[0].value is not None else 0.0
     return {"knobs": values, "fitness": fitness, "start_fitness": start,

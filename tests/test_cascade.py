@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from glia_evo.cascade import evaluate_cascade
+from glia_evo.evaluation import EvalResult
 from glia_evo.parallel import evaluate_many, make_pool
 from glia_evo.problems import Scenario, get_problem
 from sim import ClusterSpec, ReplicaSpec
@@ -115,7 +116,7 @@ def test_a_first_stage_past_cascade_timeout_s_is_a_timeout_without_the_second():
     job = EvalJob(source=SERIAL, problem="scheduling", split="train", cascade=True,
                   threshold=0.0, cascade_timeout_s=1.0)
     t0 = time.perf_counter()
-    result = evaluate_job(job)
+    result = EvalResult(**evaluate_job(job))
     assert time.perf_counter() - t0 < 20
     assert result.status == "timeout"
     assert "still simulating after 1 s, the limit for this stage" in result.error
@@ -123,4 +124,4 @@ def test_a_first_stage_past_cascade_timeout_s_is_a_timeout_without_the_second():
     assert result.diagnostics["cascade"]["passed"] is False     # stage 2 never ran
     fcfs = EvalJob(source=baseline_source("scheduling", "fcfs"), problem="scheduling",
                    split="quick", cascade=True, threshold=0.0, cascade_timeout_s=1.0)
-    assert evaluate_job(fcfs).status == "ok"                    # a normal program: far inside
+    assert evaluate_job(fcfs)["status"] == "ok"                  # a normal program: far inside
