@@ -301,12 +301,13 @@ def _check_module_attributes(tree: ast.AST) -> None:
         modules["math"] = "math"            # the builtin math namespace
     if not modules:
         return
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in modules and not node.attr.startswith("_")):
-            module = modules[node.value.id]
-            if node.attr not in ALLOWED_SURFACE.get(module, ()):
-                raise PolicyCompileError(not_available_message(module, node.attr), node.lineno)
+    refused = [(node.lineno, modules[node.value.id], node.attr) for node in ast.walk(tree)
+               if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+               and node.value.id in modules and not node.attr.startswith("_")
+               and node.attr not in ALLOWED_SURFACE.get(modules[node.value.id], ())]
+    if refused:
+        line, module, name = min(refused)             # the first one in the source
+        raise PolicyCompileError(not_available_message(module, name), line)
 
 
 def _knob_lines(tree: ast.Module) -> dict[str | None, int]:

@@ -1,25 +1,34 @@
 """Hostile candidate programs, evaluated through the real path (`evaluate_many` on a worker pool).
 
 Each file in tests/hostile/ is one program whose first line says what must become of it:
-`# expect: <status>: <fragment of the error message>`. Inside the programs `@CANARY@` stands for
-the path of a canary file they try to overwrite or delete; `# pad-to-bytes: N` pads the source
-with comment lines to N bytes (for the size limit, without storing a huge file).
+`# expect: <status>: <fragment of the error message>`. An optional `# problem: <name>` line
+(routing, scheduling or autoscaling; default routing) names the problem it is evaluated as.
+Inside the programs `@CANARY@` stands for the path of a canary file they try to overwrite or
+delete, `@PORT@` for the port of a listening loopback socket they try to reach, and the
+environment variable `GLIA_HOSTILE_CANARY` holds a secret they try to read;
+`# pad-to-bytes: N` pads the source with comment lines to N bytes (for the size limit, without
+storing a huge file).
 
-All programs run in one batch on a tiny instance with short limits (3 s, 512 MiB). Every job
-process runs with an audit hook (sys.addaudithook, installed by the pool's initializer) that
-reports sockets, subprocesses, forks, signals, file writes and deletions over a pipe; the tests
-check that the hook saw nothing, that the canary is untouched, and that the hook does see such
-attempts when trusted code makes them.
+All programs run in one pool, in one batch per problem, on tiny instances with short limits
+(3 s, 512 MiB). Every job process runs with an audit hook (sys.addaudithook, installed by the
+pool's initializer) that reports sockets, subprocesses, forks, signals, file writes and
+deletions over a pipe; the tests check that the hook saw nothing, that the canary file is
+untouched, that no output or error contains the secret, that the socket accepted no connection,
+that no process outlived the batch, that no error holds a control character, and that the hook
+does see such attempts when trusted code makes them.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -30,14 +39,17 @@ from glia_evo.problems import Instance, Scenario, get_problem
 from sandbox import WorkerPool
 from sandbox.guards import ALLOWED_IMPORTS, guarded_getattr, make_globals
 from sim import ClusterSpec, ReplicaSpec
+from sim.cluster import AutoscaleSpec
 from sim.workload import glia_workload
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
 PROGRAMS = sorted(HOSTILE_DIR.glob("*.py"))
 EXPECT = re.compile(r"^# expect: (ok|error|invalid|timeout|crashed)(?:: (.+))?$")
 PAD = re.compile(r"^# pad-to-bytes: (\d+)$", re.M)
+PROBLEM = re.compile(r"^# problem: (\w+)$", re.M)
 ROUTING = get_problem("routing")
 TIMEOUT_S, MEMORY_MB = 3.0, 512
+SECRET_VAR = "GLIA_HOSTILE_CANARY"
 
 
 def tiny_workload(seed: int):
@@ -47,16 +59,27 @@ def tiny_workload(seed: int):
 TINY = Instance(Scenario("hostile", "about 200 requests on 2 x A10",
                          ClusterSpec(replicas=(ReplicaSpec("llama3-8b/a10"),) * 2),
                          tiny_workload, seeds=(0,)), 0)
+TINY_AUTOSCALE = Instance(Scenario(
+    "hostile_autoscale", "about 200 requests on 1-4 x A10",
+    ClusterSpec(replicas=(ReplicaSpec("llama3-8b/a10"),) * 2,
+                autoscale=AutoscaleSpec(1, 4, 5.0, 10.0, 30.0)),
+    tiny_workload, seeds=(0,)), 0)
+INSTANCES = {"routing": TINY, "scheduling": TINY, "autoscaling": TINY_AUTOSCALE}
+
+
+def problem_of(path: Path) -> str:
+    match = PROBLEM.search(path.read_text())
+    return match.group(1) if match else "routing"
 
 
 def expectation(path: Path) -> tuple[str, str]:
-    match = EXPECT.match(path.read_text().splitlines()[0])
+    match = EXPECT.match(path.read_text().lstrip("\ufeff").splitlines()[0])
     assert match, f"{path.name}: first line must be '# expect: <status>: <message fragment>'"
     return match.group(1), match.group(2) or ""
 
 
-def program_source(path: Path, canary: Path) -> str:
-    source = path.read_text().replace("@CANARY@", str(canary))
+def program_source(path: Path, canary: Path, port: int = 9) -> str:
+    source = path.read_text().replace("@CANARY@", str(canary)).replace("@PORT@", str(port))
     pad = PAD.search(source)
     if pad:
         size = int(pad.group(1))
@@ -115,24 +138,109 @@ class AuditLog:
         return [json.loads(line) for line in self.data.decode().splitlines()]
 
 
+# --- processes: every descendant of the test process, orphans included ----------------------------
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_subreaper(on: bool) -> bool:
+    """Orphaned descendants (a double fork) are re-parented to us instead of to init, so the
+    leak check sees them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def live_descendants() -> set[int]:
+    """Pids of the live (not zombie) descendants of this process, from /proc."""
+    parents, states = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        states[int(entry)], parents[int(entry)] = fields[0], int(fields[1])
+    found, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return {pid for pid in found if states.get(pid) not in ("Z", "X")}
+
+
+def _secret_holders(secret: str) -> list[int]:
+    """Processes (other than ours) whose environment holds the secret: exec'd escapees."""
+    holders = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if secret.encode() in fh.read():
+                        holders.append(int(entry))
+            except OSError:
+                pass
+    return holders
+
+
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory):
-    """Evaluate every hostile program in one batch; returns {name: EvalResult} and evidence."""
+    """Evaluate every hostile program in one pool; returns {name: EvalResult} and evidence."""
     folder = tmp_path_factory.mktemp("canary")
     canary = folder / "canary.txt"
     canary.write_text("canary\n")
+    secret = "glia-secret-" + secrets.token_hex(16)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    old_secret = os.environ.get(SECRET_VAR)
+    os.environ[SECRET_VAR] = secret             # before the pool forks its workers
+    reaper = _set_subreaper(True)
+    before = live_descendants()
     log = AuditLog()
-    sources = [program_source(p, canary) for p in PROGRAMS]
+    results = {}
     try:
         with log.pool() as pool:
-            results = evaluate_many(sources, ROUTING, [TINY], pool=pool)
+            for problem in sorted({problem_of(p) for p in PROGRAMS}):
+                paths = [p for p in PROGRAMS if problem_of(p) == problem]
+                sources = [program_source(p, canary, port) for p in paths]
+                batch = evaluate_many(sources, get_problem(problem), [INSTANCES[problem]],
+                                      pool=pool)
+                results.update({p.name: r for p, r in zip(paths, batch)})
     finally:
         events = log.close()
+        if old_secret is None:
+            os.environ.pop(SECRET_VAR, None)
+        else:
+            os.environ[SECRET_VAR] = old_secret
+    deadline = time.monotonic() + 10
+    while (leaked := live_descendants() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if reaper:
+        _set_subreaper(False)
+    accepted = []
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            break
+        accepted.append(conn.recv(1024) if conn else b"")
+        conn.close()
+    listener.close()
     return {
-        "results": {p.name: r for p, r in zip(PROGRAMS, results)},
+        "results": results,
         "events": events,
         "canary": canary.read_text() if canary.exists() else None,
         "folder": sorted(x.name for x in folder.iterdir()),
+        "secret": secret,
+        "accepted": accepted,
+        "leaked": sorted(leaked),
+        "secret_holders": _secret_holders(secret),
     }
 
 
@@ -161,6 +269,29 @@ def test_no_socket_fork_or_file_write_was_attempted(hostile_run):
     assert hostile_run["events"] == []
 
 
+def test_no_output_or_error_holds_the_secret(hostile_run):
+    secret = hostile_run["secret"]
+    for name, result in hostile_run["results"].items():
+        assert secret not in repr(result), name
+
+
+def test_the_loopback_socket_accepted_no_connection(hostile_run):
+    assert hostile_run["accepted"] == []
+
+
+def test_no_process_outlived_the_batch(hostile_run):
+    assert hostile_run["leaked"] == []
+    assert hostile_run["secret_holders"] == []
+
+
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def test_no_error_holds_a_control_character(hostile_run):
+    for name, result in hostile_run["results"].items():
+        assert not CONTROL.search(result.error or ""), (name, result.error)
+
+
 def test_audit_hook_and_canary_detect_real_attempts(tmp_path):
     """The same pool set-up, running trusted code that does what the hostile programs cannot."""
     canary = tmp_path / "canary.txt"
@@ -179,6 +310,25 @@ def test_audit_hook_and_canary_detect_real_attempts(tmp_path):
     assert "open" in names
     assert delete_outcome.status == "ok" and "os.remove" in names
     assert not canary.exists()      # the canary check would have seen it
+
+
+def test_the_loopback_and_process_checks_detect_real_attempts():
+    """The evidence the batch is checked with sees a trusted connection and a trusted child."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    with socket.create_connection(listener.getsockname(), timeout=5):
+        conn, _ = listener.accept()
+        conn.close()
+    listener.close()
+    before = live_descendants()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in live_descendants() - before
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in live_descendants()
 
 
 def _open_socket():
@@ -207,7 +357,7 @@ def test_os_fork_and_exit_are_unreachable_from_a_policy():
     namespace = make_globals(0)
     roots = [v for k, v in namespace.items() if not k.startswith("_") or k == "__builtins__"]
     roots += list(namespace["__builtins__"].values())
-    roots += [namespace["__builtins__"]["__import__"](m, fromlist=["x"]) for m in ALLOWED_IMPORTS]
+    roots += [namespace["__builtins__"]["__import__"](m) for m in ALLOWED_IMPORTS]
     seen, frontier = set(), roots
     for depth in range(3):
         reached = []

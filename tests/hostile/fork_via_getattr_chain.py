@@ -1,4 +1,4 @@
-# expect: error: module 'statistics' attribute 'sys' is a forbidden module
+# expect: error: statistics.sys is not available to policies
 import statistics
 
 

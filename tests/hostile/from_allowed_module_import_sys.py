@@ -1,4 +1,4 @@
-# expect: error: forbidden import 'sys'
+# expect: error: statistics.sys is not available to policies
 from statistics import sys
 
 

@@ -1,4 +1,4 @@
-# expect: error: KeyError: 'stolen'
+# expect: invalid: of type Liar (a subclass of int)
 class Liar(int):
     def __ge__(self, other):
         raise KeyError("stolen")

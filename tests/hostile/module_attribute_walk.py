@@ -1,4 +1,4 @@
-# expect: error: module 'statistics' attribute 'random' is a forbidden module
+# expect: error: statistics.random is not available to policies
 import statistics
 
 

@@ -1,0 +1,9 @@
+# expect: invalid: of type Whole (a subclass of float)
+# problem: autoscaling
+class Whole(float):
+    def is_integer(self):
+        return False
+
+
+def scale(cluster, now, knobs):
+    return Whole(3.0)
