@@ -313,8 +313,10 @@ class Cluster:
                                 f"{answer!r} (convert it, e.g. int(x) or math.ceil(x))")
         if not _is_int(answer):
             hint = " (a missing return statement?)" if answer is None else ""
+            shown = (f"{type(answer).__name__} {_short(answer)}" if type(answer) in _PLAIN
+                     else _type_name(answer))
             raise PolicyInvalid(f"scale must return an int number of replicas in {bounds}, got "
-                                f"{_type_name(answer)} {_short(answer)}{hint}")
+                                f"{shown}{hint}")
         if not a.min_replicas <= answer <= a.max_replicas:
             raise PolicyInvalid(f"scale asked for {answer} replica(s), outside {bounds}")
         return answer

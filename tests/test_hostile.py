@@ -305,7 +305,9 @@ def test_audit_hook_and_canary_detect_real_attempts(tmp_path):
     finally:
         events = log.close()
     names = [event for _, event, _ in events]
-    assert socket_outcome.status == "ok" and "socket.__new__" in names
+    # the hook sees the attempt whether or not a kernel layer below refuses the socket
+    assert "socket.__new__" in names
+    assert socket_outcome.status == "ok" or "not permitted" in (socket_outcome.error or "")
     assert write_outcome.status == "error" and "File too large" in write_outcome.error
     assert "open" in names
     assert delete_outcome.status == "ok" and "os.remove" in names

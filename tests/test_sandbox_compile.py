@@ -391,3 +391,190 @@ def test_policy_traceback_without_candidate_frames():
 
 def test_allowed_imports_constant_matches_design():
     assert ALLOWED_IMPORTS == ("math", "statistics", "heapq", "bisect", "itertools", "functools", "collections")
+
+
+# --- the curated surface -------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from sandbox import guards  # noqa: E402
+from sandbox.compile import KNOB_BOUND, clean_text  # noqa: E402
+
+
+def test_surface_table_is_the_allowed_imports_plus_builtins():
+    assert tuple(k for k in guards.ALLOWED_SURFACE if k != "builtins") == ALLOWED_IMPORTS
+    for names in guards.ALLOWED_SURFACE.values():
+        assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("module", ALLOWED_IMPORTS)
+def test_every_name_in_the_table_is_present_and_usable(module):
+    namespace = restricted_import(module)
+    public = {k for k in vars(namespace) if not k.startswith("_")}
+    assert public == set(guards.ALLOWED_SURFACE[module])      # exactly the table
+    for name in guards.ALLOWED_SURFACE[module]:
+        value = getattr(namespace, name)
+        assert callable(value) or isinstance(value, float), (module, name)
+        # and `from m import name` works, statically and at run time
+        compiled = compile_policy(f"from {module} import {name}\n" + ROUTE, ["route"])
+        assert compiled.namespace[name] is value
+
+
+def test_builtins_are_exactly_the_table():
+    names = guards.make_builtins()
+    assert set(names) == set(guards.ALLOWED_SURFACE["builtins"])
+    assert names["getattr"] is guards.guarded_getattr and names["setattr"] is guards.guarded_setattr
+    assert names["math"] is restricted_import("math")
+
+
+@pytest.mark.parametrize("name", ["string", "same_type", "test", "reorder", "whrandom", "open",
+                                  "type", "object", "super", "vars", "dir", "format", "print_"])
+def test_builtins_outside_the_table_are_absent(name):
+    with pytest.raises(NameError):
+        call(policy(f"return {name}"))
+
+
+def test_the_curated_names_work_in_a_policy():
+    compiled = policy("""\
+        import functools, statistics, itertools, collections, heapq, bisect
+        key = functools.cmp_to_key(lambda a, b: b - a)
+        add = functools.partial(lambda a, b: a + b, 10)
+        square = functools.lru_cache(maxsize=8)(lambda x: x * x)
+        @functools.cache
+        def double(x):
+            return 2 * x
+        @functools.total_ordering
+        class Size:
+            def __init__(self, n):
+                self.n = n
+            def __eq__(self, other):
+                return self.n == other.n
+            def __lt__(self, other):
+                return self.n < other.n
+        dist = statistics.NormalDist(0, 1)
+        return (sorted([1, 3, 2], key=key), add(1), square(3), double(4), Size(2) >= Size(1),
+                round(dist.cdf(0), 2), statistics.median([1, 2, 3]),
+                list(itertools.pairwise([1, 2, 3])), collections.Counter("aab").most_common(1),
+                heapq.nsmallest(1, [3, 1]), bisect.bisect_left([1, 2], 2), math.floor(2.5))
+        """)
+    assert call(compiled) == ([3, 2, 1], 11, 9, 8, True, 0.5, 2, [(1, 2), (2, 3)], [("a", 2)], [1],
+                              1, 2)
+
+
+@pytest.mark.parametrize("stmt, message", [
+    ("from functools import singledispatch", "functools.singledispatch"),
+    ("from functools import reduce, wraps", "functools.wraps"),
+    ("from collections import namedtuple", "collections.namedtuple"),
+    ("from collections import abc", "collections.abc"),
+    ("from statistics import sys", "statistics.sys"),
+    ("import functools as f\n    f.update_wrapper", "functools.update_wrapper"),
+    ("import functools\n    functools.cached_property", "functools.cached_property"),
+    ("import collections\n    collections.ChainMap", "collections.ChainMap"),
+    ("import itertools\n    itertools.batched", "itertools.batched"),
+    ("math.sumprod", "math.sumprod"),                      # the builtin math namespace
+])
+def test_names_outside_the_table_are_refused_with_their_line(stmt, message):
+    err = refusal(ROUTE + f"    {stmt}\n")
+    assert err.line == 3 + stmt.count("\n"), err
+    assert err.reason.startswith(f"{message} is not available to policies (allowed: ")
+
+
+def test_a_rebound_module_name_is_left_to_the_run_time_check():
+    compiled = policy("""\
+        import functools
+        functools = {"wraps": 1}            # no longer the module: not refused statically
+        return functools["wraps"]
+        """)
+    assert call(compiled) == 1
+    math_as_arg = compile_policy("def route(queue, replicas, now, math):\n    return math.x\n",
+                                 ["route"])
+    assert math_as_arg.entrypoints["route"]([], [], 0.0, SimpleNamespace(x=3)) == 3
+
+
+def test_runtime_messages_name_the_table():
+    with pytest.raises(AttributeError, match=r"functools.wraps is not available to policies "
+                                             r"\(allowed: reduce, partial"):
+        call(policy("import functools\nreturn getattr(functools, 'wr' + 'aps')"))
+    assert call(policy("import functools\nreturn hasattr(functools, 'wraps')")) is False
+    with pytest.raises(ImportError, match="functools.wraps is not available"):
+        restricted_import("functools", fromlist=("reduce", "wraps"))
+
+
+def test_total_ordering_only_for_the_policys_own_classes():
+    with pytest.raises(TypeError, match="classes the policy defines"):
+        call(policy("import functools, collections\nfunctools.total_ordering(collections.Counter)"))
+
+
+def test_setattr_and_delattr_use_the_write_guard_and_refuse_underscore_names():
+    compiled = policy("""\
+        class Box:
+            pass
+        box = Box()
+        setattr(box, "x", 1)
+        y = box.x
+        delattr(box, "x")
+        return y, hasattr(box, "x")
+        """)
+    assert call(compiled) == (1, False)
+    with pytest.raises(AttributeError, match="_"):
+        call(policy("class Box:\n    pass\nsetattr(Box(), '__class__', Box)"))
+    with pytest.raises(TypeError, match="must be str"):
+        call(policy("class S(str):\n    pass\nclass Box:\n    pass\nsetattr(Box(), S('x'), 1)"))
+    with pytest.raises(TypeError, match="must be str"):
+        call(policy("class S(str):\n    pass\nreturn getattr(1, S('real'))"))
+
+
+def test_the_test_only_switch_hands_out_the_old_proxies(monkeypatch):
+    monkeypatch.setattr(guards, "_CURATED", False)
+    compiled = compile_policy("import functools\n" + ROUTE.replace(
+        "return [(r.id, 0) for r in queue]", "return functools.singledispatch"), ["route"])
+    assert call(compiled) is __import__("functools").singledispatch
+
+
+def test_doc_table_is_generated_from_the_dict():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "sandbox.md").read_text()
+    assert "## Language layer" in doc
+    assert guards.allowed_surface_markdown() in doc, (
+        "docs/sandbox.md is out of date: python3 -c 'from sandbox.guards import write_doc; "
+        "write_doc()'")
+
+
+# --- hygiene -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["(0.0, -1e308, 1e308)", "(0.0, -1e10, 1.0)", "(2e9, 0, 3e9)",
+                                   "(0, 0, 10 ** 12)"])
+def test_knob_ranges_must_be_bounded(entry):
+    err = refusal(f'\nKNOBS = {{"w": {entry}}}\n' + ROUTE)
+    assert err.line == 2 and "knob 'w'" in err.reason and "1e+09" in err.reason
+    compile_policy(f'KNOBS = {{"w": (0.0, {-KNOB_BOUND}, {KNOB_BOUND})}}\n' + ROUTE, ["route"])
+
+
+def test_knobs_of_subclassed_numbers_are_refused():
+    src = "class N(int):\n    pass\nKNOBS = {'w': (N(1), 0, 2)}\n" + ROUTE
+    assert "must hold numbers" in refusal(src).reason
+
+
+def test_a_leading_byte_order_mark_is_accepted():
+    compiled = compile_policy("\ufeff" + ROUTE, ["route"])
+    assert call(compiled, requests(1), replicas(1)) == [(0, 0)]
+    from sandbox.compile import check_source
+    assert check_source("\ufeffKNOBS = {'a': (1, 0, 2)}\n" + ROUTE, ["route"]) == {"a": (1, 0, 2)}
+
+
+@pytest.mark.parametrize("raw", ["\x1b[2J", "\x07", "\r", "\x9b", "\u202e", "\u2066", "\ufeff",
+                                 "\x00", "\ud800"])
+def test_control_characters_in_messages_are_escaped(raw):
+    with pytest.raises(ValueError) as info:
+        call(policy(f"raise ValueError({('x' + raw + 'y')!r})"))
+    text, _ = policy_traceback(info.value)
+    assert text.isprintable() and "x" in text and "y" in text
+    err = refusal(f"KNOBS = {{{('k' + raw)!r}: (5, 0, 1)}}\n" + ROUTE)
+    assert str(err).isprintable()
+    err = refusal(f"x = 1\nraise KeyError({('k' + raw) * 400!r})\n" + ROUTE)
+    assert str(err).isprintable() and len(err.reason) <= 1500
+
+
+def test_clean_text_escapes_and_bounds():
+    assert clean_text("a\x1bb\x07c\u202ed") == "a\\x1bb\\x07c\\u202ed"
+    assert clean_text("a\r\n\tb") == "a b"
+    assert len(clean_text("\x1b" * 1000)) == 500

@@ -1,4 +1,4 @@
-# expect: invalid: of type Whole (a subclass of float)
+# expect: invalid: got Whole (a subclass of float)
 # problem: autoscaling
 class Whole(float):
     def is_integer(self):

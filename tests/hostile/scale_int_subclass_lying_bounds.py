@@ -1,4 +1,4 @@
-# expect: invalid: of type Liar (a subclass of int)
+# expect: invalid: got Liar (a subclass of int)
 # problem: autoscaling
 class Liar(int):
     def __le__(self, other):
