@@ -406,3 +406,33 @@ def test_cli_rejects_a_bad_timeout_setting(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "glia-evo: error: GLIA_EVO_EVAL_TIMEOUT_S must be a positive number of seconds, "
         "got 'soon'"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+def test_subclass_answers_are_invalid_in_fast_and_reference_mode(fast):
+    """The answer checks are the same code in both simulation modes."""
+    from sim import PolicyInvalid, simulate
+
+    class Liar(int):
+        def __le__(self, other):
+            return True
+
+        def __ge__(self, other):
+            return True
+
+        def __lt__(self, other):
+            return True
+
+    workload = tiny_workload(0)[:20]
+    routes = {
+        "replica id": lambda queue, replicas, now, knobs: [(q.id, Liar(99)) for q in queue],
+        "request id": lambda queue, replicas, now, knobs: [(Liar(q.id), 0) for q in queue],
+        "list": lambda queue, replicas, now, knobs: type("L", (list,), {})([(q.id, 0) for q in queue]),
+    }
+    for what, route in routes.items():
+        with pytest.raises(PolicyInvalid, match="subclass of"):
+            simulate(workload, TINY.scenario.cluster, route, fast=fast)
+    spec = TINY_AUTOSCALE.scenario.cluster
+    with pytest.raises(PolicyInvalid, match=r"got Liar \(a subclass of int\)"):
+        simulate(workload, spec, lambda q, r, n, k: [(x.id, 0) for x in q],
+                 scale=lambda cluster, now, knobs: Liar(40), fast=fast)
