@@ -251,6 +251,9 @@ def _check_imports(tree: ast.AST) -> None:
             if node.module not in ALLOWED_IMPORTS:
                 raise PolicyCompileError(forbidden_import_message(node.module), node.lineno)
             for alias in node.names:
+                if alias.name == "*":
+                    raise PolicyCompileError(f"'from {node.module} import *' is not allowed; "
+                                             f"import the names you use", node.lineno)
                 if alias.name not in ALLOWED_SURFACE[node.module]:
                     raise PolicyCompileError(not_available_message(node.module, alias.name),
                                              node.lineno)

@@ -578,3 +578,8 @@ def test_clean_text_escapes_and_bounds():
     assert clean_text("a\x1bb\x07c\u202ed") == "a\\x1bb\\x07c\\u202ed"
     assert clean_text("a\r\n\tb") == "a b"
     assert len(clean_text("\x1b" * 1000)) == 500
+
+
+def test_star_import_is_refused():
+    err = refusal("from functools import *\n" + ROUTE)
+    assert err.line == 1 and "'from functools import *' is not allowed" in err.reason
