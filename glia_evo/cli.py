@@ -6,7 +6,7 @@ that fails), never a traceback. Set GLIA_EVO_DEBUG=1 to see tracebacks of intern
 from __future__ import annotations
 
 import argparse
-import ast
+import re
 import json
 import os
 import sys
@@ -17,6 +17,7 @@ from sim import TraceError, load_trace
 from sim.policies import baseline_names, baseline_source
 
 from .evaluation import EvalResult
+from .hygiene import clean
 from .parallel import evaluate_many
 from .problems import Instance, Problem, Scenario, get_problem
 from .report import family_means, print_baselines, print_simulation
@@ -203,16 +204,32 @@ def _replay(path: str, seed: int):
     return load_trace(path)
 
 
+_TOP_LEVEL_DEF = re.compile(r"^def[ \t]+([A-Za-z_]\w*)[ \t]*\(", re.M)
+POLICY_FILE_LIMIT = 100_000      # bytes; the sandbox compiler's own limit (max_source_bytes)
+
+
+def read_policy_file(policy: str) -> str:
+    """A candidate file's text, read as the search reads candidates: at most POLICY_FILE_LIMIT
+    bytes (a larger file is one line, not minutes of parsing), UTF-8 with or without a BOM."""
+    path = Path(policy)
+    if not path.is_file():
+        raise UserError(f"policy file not found: {clean(policy, 300)}")
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(POLICY_FILE_LIMIT + 1)
+        if len(data) > POLICY_FILE_LIMIT:
+            raise UserError(f"policy file {clean(policy, 300)} is larger than "
+                            f"{POLICY_FILE_LIMIT} bytes, the limit for candidate programs")
+        return data.decode("utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"cannot read policy file {clean(policy, 300)}: "
+                        f"{clean(exc, 300)}") from None
+
+
 def _policy_source(problem: Problem, policy: str) -> tuple[str, str]:
     """(display name, source) for a baseline name or a FILE.py path."""
     if policy.endswith(".py") or os.sep in policy:
-        path = Path(policy)
-        if not path.is_file():
-            raise UserError(f"policy file not found: {policy}")
-        try:
-            return path.name, path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError) as exc:
-            raise UserError(f"cannot read policy file {policy}: {exc}") from None
+        return Path(policy).name, read_policy_file(policy)
     try:
         return policy, baseline_source(problem.name, policy)
     except KeyError as exc:
@@ -242,11 +259,11 @@ def infer_problem(policy: str) -> str:
     problem's entry point (read, not run), or a baseline name only one problem has."""
     from sim.policies import ENTRYPOINTS
     if policy.endswith(".py") or os.sep in policy:
-        try:
-            tree = ast.parse(Path(policy).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        try:       # bounded and never parsed here: the sandbox's compiler does that
+            text = read_policy_file(policy)
+        except UserError:
             return "routing"      # reading it again reports the problem properly
-        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        defined = set(_TOP_LEVEL_DEF.findall(text))
         matches = [p for p, entries in ENTRYPOINTS.items() if set(entries) <= defined]
     else:
         matches = [p for p in ENTRYPOINTS if policy in baseline_names(p)]
@@ -254,7 +271,11 @@ def infer_problem(policy: str) -> str:
 
 
 def cmd_simulate(args) -> int:
+    from .runner import sandbox_warning
     problem = _problem(args.problem or infer_problem(args.policy))
+    warning = sandbox_warning()
+    if warning:
+        print(f"glia-evo: warning: {warning}", file=sys.stderr)
     name, source = _policy_source(problem, args.policy)
     instances = _instances(problem, args)
     [result] = evaluate_many([source], problem, instances, workers=args.workers,
@@ -299,6 +320,9 @@ def _executor_args(p: argparse.ArgumentParser) -> None:
                         "LocalCluster, or a Dask cluster (--scheduler)")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="the Dask scheduler's address (implies --executor dask)")
+    p.add_argument("--allow-weak-sandbox", action="store_true",
+                   help="run LLM-written programs even where the kernel refuses a sandbox layer "
+                        "(seccomp, Landlock); otherwise such a run stops at start")
 
 
 def _executor_overrides(args) -> dict:
@@ -306,7 +330,8 @@ def _executor_overrides(args) -> dict:
     if args.scheduler and executor != "dask":
         raise UserError(f"--scheduler needs --executor dask, not {executor}")
     return {"evaluation.workers": args.workers, "evaluation.executor": executor,
-            "evaluation.scheduler": args.scheduler}
+            "evaluation.scheduler": args.scheduler,
+            "evaluation.allow_weak_sandbox": True if args.allow_weak_sandbox else None}
 
 
 def cmd_run(args) -> int:

@@ -50,6 +50,8 @@ class EvaluationConfig:
     memory_mb: int = 2048
     executor: str = "local"          # local | dask-local (a LocalCluster) | dask (a scheduler)
     scheduler: str = ""              # the Dask scheduler's address when executor = "dask"
+    # run LLM-written programs even where the kernel refuses a sandbox layer (seccomp, Landlock)
+    allow_weak_sandbox: bool = False
 
 
 @dataclass

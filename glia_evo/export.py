@@ -15,6 +15,7 @@ from pathlib import Path
 
 from population import Candidate, Store, StoreError
 
+from .hygiene import clean
 from .problems import get_problem
 
 HEADER_WIDTH = 96
@@ -39,6 +40,7 @@ def lineage(store: Store, cand: Candidate, limit: int = 200) -> list[Candidate]:
 
 def _comment(text: str, indent: str = "") -> list[str]:
     lines = []
+    text = clean(text, 4000, multiline=True)     # a candidate's or a model's words
     for para in text.splitlines() or [""]:
         wrapped = textwrap.wrap(para, HEADER_WIDTH - 2 - len(indent)) or [""]
         lines += [f"# {indent}{w}".rstrip() for w in wrapped]

@@ -41,6 +41,7 @@ def start(cfg: RunConfig, progress: bool = True) -> int:
         raise RunError(f"{run_dir} already holds a run: continue it with `glia-evo resume "
                        f"{run_dir}` or choose another folder with --out")
     check_llm(cfg)
+    check_sandbox(cfg)
     check_free_space(run_dir, "start")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +76,34 @@ def check_llm(cfg: RunConfig) -> None:
               f"key (fine for local servers such as vLLM or Ollama)", file=sys.stderr)
 
 
+def sandbox_warning() -> str | None:
+    """One line when this kernel refuses a layer of the sandbox (see sandbox.kernel), else None."""
+    from sandbox.kernel import probe
+    support = probe()
+    if support.ok:
+        return None
+    return (f"the sandbox's kernel layer is incomplete on this machine (missing: "
+            f"{', '.join(support.missing)}: {support.reason}); candidate programs run with the "
+            f"language layer and resource limits only")
+
+
+def check_sandbox(cfg: RunConfig) -> None:
+    """Say once, before the run starts, if the kernel refuses a sandbox layer; then an LLM run
+    (whose programs nobody has read) needs evaluation.allow_weak_sandbox (--allow-weak-sandbox).
+    With a Dask executor this checks the machine glia-evo runs on, not the workers."""
+    warning = sandbox_warning()
+    if warning is None:
+        return
+    if cfg.llm.mode != "offline" and not cfg.evaluation.allow_weak_sandbox:
+        raise RunError(f"{warning}; refusing to run LLM-written programs: pass "
+                       f"--allow-weak-sandbox (evaluation.allow_weak_sandbox = true) to accept")
+    print(f"glia-evo: warning: {warning}", file=sys.stderr)
+
+
 def resume(run_dir: Path, overrides: dict, progress: bool = True) -> int:
     cfg = load_run_config(run_dir, overrides)
     check_llm(cfg)
+    check_sandbox(cfg)
     check_free_space(run_dir, "resume")
     if overrides:
         try:

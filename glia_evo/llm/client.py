@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..hygiene import clean, register_secret
+
 RETRY_STATUSES = (408, 409, 429)
 FATAL_STATUSES = (401, 403, 404)
 NO_KEY = "not-needed"       # sent when the key variable is unset (local servers ignore the key)
@@ -67,7 +69,10 @@ class ChatResult:
 
 
 def api_key_from_env(name: str) -> str | None:
+    """The key in $name; registered as a secret, so `glia_evo.hygiene.clean` redacts it from
+    everything a candidate or a model writes."""
     value = os.environ.get(name, "").strip()
+    register_secret(value)
     return value or None
 
 
@@ -112,6 +117,7 @@ class LLMClient:
 
         self.cfg = cfg
         self._key = api_key or ""
+        register_secret(self._key)
         self._openai = openai
         # No retries inside the openai client: ours honour the config and the run's cancel event.
         self._client = openai.OpenAI(base_url=cfg.base_url or None, api_key=api_key or NO_KEY,
@@ -209,6 +215,11 @@ class LLMClient:
             text = resp.choices[0].message.content or ""
         except (AttributeError, IndexError, TypeError):
             text = ""
+        if not isinstance(text, str):
+            text = ""
+        # hostile text: no terminal escapes, no secret, wherever it goes next (prompts, state,
+        # events, MLflow, file headers); newlines and tabs stay (it may hold a program)
+        text = clean(self.scrub(text.replace("\r\n", "\n")), None, multiline=True)
         usage = getattr(resp, "usage", None)
         estimated = usage is None or getattr(usage, "prompt_tokens", None) is None
         if estimated:      # ~4 characters per token, so budgets still bind
