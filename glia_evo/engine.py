@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from population import DERIVED_OPERATORS, Candidate, Islands, Store, code_hash
+from sim import policies as shipped_policies
 from sim.policies import baseline_source
 
 from . import analyst
@@ -613,8 +614,8 @@ class Engine:
         (the simulator is deterministic): a result forged by a program that got out of the
         language layer, or a lucky race, does not survive a second process. Shipped baselines
         are trusted code and skip this. Returns why it failed, or None."""
-        if cand.operator == "seed" and cand.extra.get("baseline") and \
-                cand.source == baseline_source(self.problem.name, cand.extra["baseline"]):
+        if cand.operator == "seed" and cand.extra.get("baseline") and cand.source == \
+                shipped_policies.baseline_source(self.problem.name, cand.extra["baseline"]):
             return None
         cascade_split = job.cascade_split if job.cascade else None
         for _ in range(2):      # a second job killed from outside (not by itself) runs again
