@@ -141,10 +141,10 @@ def test_a_weak_sandbox_is_reported_and_an_llm_run_needs_the_explicit_flag(monke
     offline = load_config(cfg_path, {})
     check_sandbox(offline)
     assert "kernel layer is incomplete" in capsys.readouterr().err
-    llm = load_config(cfg_path, {"llm.mode": "openai", "llm.base_url": "http://127.0.0.1:9/v1"})
+    llm = load_config(cfg_path, {"llm.mode": "openai", "llm.base_url": "http://127.0.0.1:9/v1", "llm.models": {"m": 1.0}})
     with pytest.raises(RunError, match="--allow-weak-sandbox"):
         check_sandbox(llm)
-    allowed = load_config(cfg_path, {"llm.mode": "openai", "llm.base_url": "http://127.0.0.1:9/v1",
+    allowed = load_config(cfg_path, {"llm.mode": "openai", "llm.base_url": "http://127.0.0.1:9/v1", "llm.models": {"m": 1.0},
                                      "evaluation.allow_weak_sandbox": True})
     check_sandbox(allowed)
     assert "warning" in capsys.readouterr().err
