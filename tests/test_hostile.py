@@ -305,13 +305,16 @@ def test_audit_hook_and_canary_detect_real_attempts(tmp_path):
     finally:
         events = log.close()
     names = [event for _, event, _ in events]
-    # the hook sees the attempt whether or not a kernel layer below refuses the socket
-    assert "socket.__new__" in names
-    assert socket_outcome.status == "ok" or "not permitted" in (socket_outcome.error or "")
-    assert write_outcome.status == "error" and "File too large" in write_outcome.error
-    assert "open" in names
-    assert delete_outcome.status == "ok" and "os.remove" in names
-    assert not canary.exists()      # the canary check would have seen it
+    # the hook sees each attempt whether or not a kernel layer below refuses it
+    assert "socket.__new__" in names and "open" in names and "os.remove" in names
+    refused = "not permitted"
+    assert socket_outcome.status == "ok" or refused in (socket_outcome.error or "")
+    assert write_outcome.status == "error" and ("File too large" in write_outcome.error
+                                                or refused in write_outcome.error)
+    if delete_outcome.status == "ok":
+        assert not canary.exists()      # the canary check would have seen it
+    else:
+        assert refused in delete_outcome.error and canary.read_text() == "canary\n"
 
 
 def test_the_loopback_and_process_checks_detect_real_attempts():
