@@ -58,7 +58,6 @@ import ctypes
 import json
 import math
 import os
-import pickle
 import resource
 import signal
 import struct
@@ -555,15 +554,33 @@ def check_json_value(value: Any) -> None:
 
 
 def encode_message(message: tuple) -> bytes:
-    """The child's side: one message (still a pickle in this version)."""
-    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    """The child's side: one message as UTF-8 JSON (raises TypeError / ValueError)."""
+    check_json_value(message[1] if message[0] == "ok" else list(message))
+    return json.dumps(message, allow_nan=True, check_circular=False,
+                      separators=(",", ":")).encode("ascii")
+
+
+_SHAPES = {"ok": None, "memory": (str, str), "error": (str, str, str)}
 
 
 def decode_message(data: bytes) -> list:
-    """The parent's side (still a pickle in this version)."""
-    message = list(pickle.loads(data))
-    if not message or message[0] not in ("ok", "memory", "error"):
-        raise ValueError("not a result message")
+    """The parent's side: parse and check one message; raises on anything malformed."""
+    structural = data.count(b",") + data.count(b"[") + data.count(b"{")
+    if structural > 2 * MAX_RESULT_VALUES:
+        raise ValueError(f"more than {MAX_RESULT_VALUES} values")
+    message = json.loads(data.decode("utf-8"))
+    if (not isinstance(message, list) or not message or type(message[0]) is not str
+            or message[0] not in _SHAPES):
+        raise ValueError(f"not a result message: {type(message).__name__} "
+                         f"{str(message)[:80]!r}")
+    kind, fields = message[0], _SHAPES[message[0]]
+    if fields is None:
+        if len(message) != 2:
+            raise ValueError(f"an {kind!r} message has 2 fields, this one {len(message)}")
+        check_json_value(message[1])
+    elif len(message) != 1 + len(fields) or not all(
+            isinstance(x, t) for x, t in zip(message[1:], fields)):
+        raise ValueError(f"an {kind!r} message has {len(fields)} strings after its kind")
     return message
 
 

@@ -223,8 +223,30 @@ def test_result_that_cannot_be_sent_back():
     assert out.status == "error" and "cannot be sent back" in out.error
 
 
+def test_results_are_json_data():
+    value = {"a": [1, 2.5, None, True, "s\u2603\ud800"], "t": (1, (2, 3)), "n": {"x": {}},
+             "big": 2**70, "neg": -0.0}
+    rejected = [({1: 2}, "a dict key is int"), ({"k": {1, 2}}, "set is not JSON data"),
+                (b"raw", "bytes is not JSON data"), (EvalResult("ok"), "EvalResult is not JSON"),
+                (cyclic, "nested deeper than 64 levels")]
+    with WorkerPool(1, timeout_s=30, memory_mb=512) as pool:
+        ok = pool.submit(returns, value).result()
+        special = pool.submit(returns, [math.nan, math.inf, -math.inf]).result()
+        bad = [pool.submit(cyclic).result() if v is cyclic else pool.submit(returns, v).result()
+               for v, _ in rejected]
+    assert ok.status == "ok"
+    assert ok.value == {"a": [1, 2.5, None, True, "s\u2603\ud800"], "t": [1, [2, 3]],
+                        "n": {"x": {}}, "big": 2**70, "neg": -0.0}
+    assert special.status == "ok" and math.isnan(special.value[0])
+    assert special.value[1:] == [math.inf, -math.inf]
+    for out, (_, fragment) in zip(bad, rejected):
+        assert out.status == "error", out
+        assert out.error.startswith("the job's result cannot be sent back: ") and \
+            fragment in out.error, out.error
+
+
 def big_result(n):
-    return b"x" * n
+    return "x" * n
 
 
 def test_results_are_size_limited():
@@ -233,6 +255,116 @@ def test_results_are_size_limited():
         big = pool.submit(big_result, 2**21).result()
     assert small.status == "ok" and len(small.value) == 2**19
     assert big.status == "error" and "larger than the limit of 1 MiB" in big.error
+
+
+# --- a job that got out of the Python sandbox writes its own bytes to the result pipe -------------
+class MakesAFile:
+    """Unpickling this would create `path`: the parent must never unpickle what a job sent."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack("!Q", len(payload)) + payload
+
+
+def send_raw(data: bytes, then: str = "exit"):
+    """Trusted test code standing in for an escaped candidate: it writes `data` to the result
+    descriptor itself, then exits (or keeps running, or returns normally)."""
+    fd = sandbox.pool._RESULT_FD
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    if then == "return":
+        return "a second message"
+    if then == "sleep":
+        time.sleep(60)
+    os._exit(0)
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+HOSTILE_MESSAGES = {
+    "garbage": (frame(b"\x00\xffnot json at all\x80"), "malformed result: UnicodeDecodeError"),
+    "not json": (frame(b"hello"), "malformed result: JSONDecodeError"),
+    "pickle of None": (frame(pickle.dumps(None)), "malformed result"),
+    "huge header": (b"\xff" * 8 + b"[]", "length header announces"),
+    "header over the limit": (struct.pack("!Q", 4 * 2**20 + 1), "more than the limit of 4 MiB"),
+    "truncated json": (frame(b'["ok", [1, 2'), "malformed result: JSONDecodeError"),
+    "deep nesting": (frame(b'["ok", ' + deep(100_000) + b"]"), "malformed result: RecursionError"),
+    "65 levels": (frame(b'["ok", ' + deep(65) + b"]"), "nested deeper than 64 levels"),
+    "too many values": (frame(b'["ok", [' + b"0," * 1_100_000 + b"0]]"),
+                        "more than 1000000 values"),
+    "an object": (frame(b'{"ok": 1}'), "not a result message: dict"),
+    "empty list": (frame(b"[]"), "not a result message"),
+    "unknown kind": (frame(b'["pwned", 1]'), "not a result message"),
+    "unhashable kind": (frame(b'[["ok"], 1]'), "not a result message"),
+    "ok without value": (frame(b'["ok"]'), "has 2 fields"),
+    "error with numbers": (frame(b'["error", 1, 2, 3]'), "has 3 strings after its kind"),
+    "memory too short": (frame(b'["memory", "MemoryError"]'), "has 2 strings after its kind"),
+    "big integer": (frame(b'["ok", ' + b"9" * 5000 + b"]"), "malformed result: ValueError"),
+    "half a message": (struct.pack("!Q", 100) + b'["ok", ', "without returning a result"),
+}
+
+
+def test_nothing_a_job_writes_to_its_result_pipe_hurts_the_pool(tmp_path):
+    made = tmp_path / "made-by-unpickling.txt"
+    cases = dict(HOSTILE_MESSAGES)
+    cases["pickle that makes a file"] = (frame(pickle.dumps(MakesAFile(str(made)))),
+                                         "malformed result")
+    with WorkerPool(2, timeout_s=20, memory_mb=512, max_result_mb=4) as pool:
+        outcomes = {name: pool.submit(send_raw, data).result()
+                    for name, (data, _) in cases.items()}
+        after = pool.submit(double, 21).result()
+    for name, (_, fragment) in cases.items():
+        out = outcomes[name]
+        assert out.status == "crashed", (name, out)
+        assert fragment in out.error, (name, out.error)
+        assert len(out.error.splitlines()) == 1 and len(out.error) < 600, (name, out.error)
+    assert not made.exists()
+    assert after.status == "ok" and after.value == 42
+
+
+def test_a_forged_message_counts_only_once_and_nan_is_data():
+    forged = frame(b'["ok", {"fitness": NaN, "status": "ok"}]')
+    with WorkerPool(1, timeout_s=20, memory_mb=512) as pool:
+        first = pool.submit(send_raw, forged, "return").result()
+        waiting = pool.submit(send_raw, forged, "sleep").result()
+    for out in (first, waiting):      # the first message wins, the process is reaped at once
+        assert out.status == "ok" and out.value["status"] == "ok"
+        assert math.isnan(out.value["fitness"])
+    assert waiting.duration_s < 10
+
+
+def test_an_exception_while_handling_one_job_crashes_that_job_only(monkeypatch):
+    with WorkerPool(1, timeout_s=20, memory_mb=512) as pool:
+        decode = pool._decode
+        calls = []
+
+        def broken_once(job):
+            calls.append(job)
+            if len(calls) == 1:
+                raise RuntimeError("a bug in the pool")
+            return decode(job)
+
+        monkeypatch.setattr(pool, "_decode", broken_once)
+        first = pool.submit(double, 1).result()
+        second = pool.submit(double, 2).result()
+    assert first.status == "crashed" and "RuntimeError: a bug in the pool" in first.error
+    assert second.status == "ok" and second.value == 4
+
+
+def test_messages_round_trip():
+    for message in [("ok", {"a": (1, 2)}), ("error", "ValueError", "ValueError: x", "tb"),
+                    ("memory", "MemoryError", "")]:
+        data = sandbox.pool.encode_message(message)
+        assert sandbox.pool.decode_message(data) == json.loads(json.dumps(message))
 
 
 def test_output_flood_goes_nowhere(capfd):
@@ -398,14 +530,15 @@ def test_timeout_comes_from_the_environment(monkeypatch):
     (JobOutcome("crashed", error="the job process exited with code 3 without returning a result"),
      "crashed", "small#0: the job process exited with code 3 without returning a result"),
     (JobOutcome("error", error="KeyError: 'x'"), "error", "small#0: KeyError: 'x'"),
-    (JobOutcome("ok", EvalResult("error", error="small#0: line 4 in route: MemoryError")),
+    (JobOutcome("ok", EvalResult("error", error="small#0: line 4 in route: MemoryError")
+                .to_dict()),
      "crashed", "small#0: exceeded the memory limit of 64 MiB (line 4 in route: MemoryError)"),
     (JobOutcome("ok", EvalResult("error", error="line 2: MemoryError (while executing the "
-                                                "module body)")),
+                                                "module body)").to_dict()),
      "crashed", "small#0: exceeded the memory limit of 64 MiB (line 2: MemoryError (while "
                 "executing the module body))"),
     (JobOutcome("ok", EvalResult("error", error="small#0: line 4 in route: ValueError: "
-                                                "MemoryError")),
+                                                "MemoryError").to_dict()),
      "error", "small#0: line 4 in route: ValueError: MemoryError"),
 ])
 def test_outcomes_become_eval_results(outcome, status, error):
