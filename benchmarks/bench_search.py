@@ -6,7 +6,12 @@
    fitness reached against llq (1.0) and hra, and the time a tuning trial takes.
 2. Two short identical searches (quick split, tuning off), tracking on and off, alternated:
    evaluations per second with tracking / without.
+3. `--tuning-ab`: does tuning pay for itself? The default routing config (runs/routing.toml)
+   seeded from `round_robin`, 200 evaluations, for search seeds 0, 1, 2, with tuning on and
+   off (alternated): best fitness on the validation split, worker-seconds spent on trials and on
+   candidates, knob sets evaluated twice for the same code, trials cut by the cascade.
 Usage: python benchmarks/bench_search.py [--evaluations 200] [--workers 2] [--out DIR]
+       python benchmarks/bench_search.py --tuning-ab [--evaluations 200] [--seeds 0,1,2]
 """
 from __future__ import annotations
 
@@ -49,7 +54,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--only-tracking", action="store_true", help="only part 2")
+    ap.add_argument("--tuning-ab", action="store_true", help="only part 3")
+    ap.add_argument("--seeds", default="0,1,2", help="search seeds of part 3")
     args = ap.parse_args()
+    if args.tuning_ab:
+        tuning_ab(args.out or Path(tempfile.mkdtemp()), args.evaluations, args.workers,
+                  [int(s) for s in args.seeds.split(",")])
+        return
     if args.only_tracking:
         base = Path(tempfile.mkdtemp())
         tracking_ratio(base, args.workers)
@@ -129,6 +140,69 @@ def tracking_ratio(base: Path, workers: int, rounds: int = 1, evals: int = 40) -
     on, off = max(rates[True]), max(rates[False])
     print(f"tracking on / off: {on:.2f} / {off:.2f} evaluations/s = {on / off:.3f}x "
           f"(target >= 0.95x; best of {rounds} alternated runs each)")
+
+
+def _tuning_run(base: Path, seed: int, tuning: bool, evals: int, workers: int) -> dict:
+    import json
+    from glia_evo.parallel import evaluate_many
+    out = base / f"tune_{tuning}_{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load(repo / "runs" / "routing.toml", {
+        "out": str(out), "seed": seed, "search.seeds": ["round_robin"],
+        "budget.max_evaluations": evals, "budget.minutes": 600.0,
+        "evaluation.workers": workers, "tuning.enabled": tuning, "tracking.enabled": False,
+        "report.at_end": False})
+    t0 = time.perf_counter()
+    start(cfg, progress=False)
+    wall = time.perf_counter() - t0
+    store = Store(out / "state.sqlite", create=False)
+    cands = {c.id: c for c in store.all()}
+    best = max((c for c in cands.values() if c.status == "ok"), key=lambda c: c.fitness)
+    store.close()
+    events = read_events(out / "events.jsonl")
+    trials = [e for e in events if e["event"] == "trial"]
+    evaluated = [e for e in trials if not e.get("reused")]
+    sets = [(cands[e["candidate"]].code_hash, json.dumps(sorted(e["knobs"].items())))
+            for e in evaluated]
+    problem = get_problem("routing")
+    [val] = evaluate_many([best.source], problem, problem.split("validation"), workers=workers)
+    candidate_s = sum(e["seconds"] for e in events if e["event"] == "evaluation"
+                      and not e.get("recovered"))
+    return {"validation": val.fitness, "train": best.fitness, "best": best.id,
+            "operator": best.operator, "trial_s": sum(e["seconds"] for e in evaluated),
+            "candidate_s": candidate_s, "trials": len(evaluated),
+            "reused": len(trials) - len(evaluated), "duplicates": len(sets) - len(set(sets)),
+            "cut": sum(1 for e in evaluated if e.get("cut")), "wall": wall,
+            "studies": sum(1 for e in events if e["event"] == "tuning_start"),
+            "improved": sum(1 for e in events if e["event"] == "tuning_done"
+                            and e.get("improved"))}
+
+
+def tuning_ab(base: Path, evals: int, workers: int, seeds: list[int]) -> None:
+    """Part 3 (see the module docstring); on / off alternate per seed."""
+    rows = []
+    for seed in seeds:
+        for tuning in (True, False):
+            r = _tuning_run(base, seed, tuning, evals, workers)
+            rows.append((seed, tuning, r))
+            print(f"seed {seed} tuning {'on ' if tuning else 'off'}: validation "
+                  f"{r['validation']:.4f} (train {r['train']:.4f}, {r['best']} {r['operator']}), "
+                  f"{r['wall']:.0f} s wall; trials {r['trials']} ({r['cut']} cut by the "
+                  f"cascade, {r['reused']} reused, {r['duplicates']} knob sets evaluated twice), "
+                  f"studies {r['studies']} ({r['improved']} improved); worker-s: trials "
+                  f"{r['trial_s']:.0f}, candidates {r['candidate_s']:.0f} = tuning share "
+                  f"{r['trial_s'] / max(1e-9, r['trial_s'] + r['candidate_s']):.1%}", flush=True)
+    better = worse = 0
+    for seed in seeds:
+        on = next(r for s, t, r in rows if s == seed and t)
+        off = next(r for s, t, r in rows if s == seed and not t)
+        ratio = on["validation"] / off["validation"]
+        better += ratio > 1.0 + 1e-9
+        worse += ratio < 1.0 - 1e-9
+        print(f"seed {seed}: validation on / off = {ratio:.4f}x")
+    print(f"tuning on better on {better} of {len(seeds)} seeds, worse on {worse} "
+          f"(target: never worse, better on at least 2 of 3)")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from .jobs import EvalJob, evaluate_job, reference_job
 from .parallel import outcome_to_result
 from .operators.offline import for_problem
 from .tracking import Tracker
-from .tuning_runs import Trial, TuningRuns
+from .tuning_runs import STATS_KEY, Trial, TuningRuns, new_stats, tuning_summary
 from .problems import get_problem
 
 ELAPSED_KEY = "elapsed_s"
@@ -634,28 +634,51 @@ class Engine:
         """Evaluations to keep in flight: the executor's (a Dask cluster's may change)."""
         return getattr(self.pool, "workers", self.cfg.evaluation.workers)
 
-    # --- tuning: trials share the workers with candidates, every other slot --------------------
+    # --- tuning: trials share the workers with candidates, at most every other slot ----------
     def _trial_turn(self) -> bool:
+        """A trial may start: a study wants one, at most every other slot, and trials have
+        taken no more than their share of the worker time (`TuningRuns.share`)."""
         study = self.tuning.study
         return (study is not None and study.wants_trial() and not self.stopping
-                and self._submitted % 2 == 0)
+                and self._submitted % 2 == 0 and self.tuning.within_share())
 
     def _submit_trial(self) -> None:
-        split = self.cfg.tuning.split or self.cfg.evaluation.split
-        trial, job = self.tuning.next_job(self.problem.name, split,
-                                          tuple(sorted(self.reference.items())))
+        e = self.cfg.evaluation
+        split = self.cfg.tuning.split or e.split
+        cascade = {"cascade": e.cascade and split == e.split, "cascade_split": e.cascade_split,
+                   "threshold": e.cascade_threshold, "cascade_timeout_s": e.cascade_timeout_s}
+        trial, job, cached = self.tuning.next_job(self.problem.name, split,
+                                                  tuple(sorted(self.reference.items())),
+                                                  cascade=cascade)
+        if cached is not None:       # the same knobs on the same code: told, never run again
+            result = EvalResult(status=cached["status"], fitness=cached["fitness"] or 0.0,
+                                scenarios=cached["scenarios"], duration_s=cached["duration_s"])
+            self._told_trial(trial, result, reused=True)
+            return
         self.inflight.append((trial, self.pool.submit(evaluate_job, job)))
         self._submitted += 1
 
     def _process_trial(self, trial: Trial, outcome) -> None:
-        result = self._read(outcome, self.cfg.tuning.split or self.cfg.evaluation.split)
+        e = self.cfg.evaluation
+        split = self.cfg.tuning.split or e.split
+        result = self._read(outcome, split, e.cascade_split if e.cascade and split == e.split
+                            else None)
+        stage = (result.diagnostics or {}).get("cascade", {})
+        self._told_trial(trial, result, cut=stage.get("stage") == 1 and not stage.get("passed"))
+
+    def _told_trial(self, trial: Trial, result, *, cut: bool = False, reused: bool = False):
         study = self.tuning.study
+        share = self.tuning.share()
         self.events.write("trial", candidate=study.cand.id, trial=trial.number,
                           knobs=trial.knobs, status=result.status, fitness=result.fitness,
-                          seconds=round(result.duration_s, 3))
-        child = self.tuning.told(trial, result)
+                          seconds=round(result.duration_s, 3), cut=cut, reused=reused)
+        child = self.tuning.told(trial, result, cut=cut, reused=reused)
         if self.tuning.study is None:
             self._concluded(study, child, result)
+            stats = self.tuning.stats()
+            if self.tuning.share(stats) != share:
+                self.events.write("tuning_share", share=round(self.tuning.share(stats), 3),
+                                  studies=stats["studies"], improved=stats["improved"])
 
     def _conclude_reopened_study(self) -> None:
         """A study whose last trials were told (or lost) just before a kill: close it now."""
@@ -667,7 +690,8 @@ class Engine:
         """Store a finished study's tuned child (closing the study in the same transaction)."""
         parent = study.cand
         if child is None:
-            self.events.write("tuning_done", candidate=parent.id, improved=False)
+            self.events.write("tuning_done", candidate=parent.id, improved=False,
+                              stopped_early=study.tuner.stopped)
             return
         ok = result is not None and result.status == "ok" and result.fitness == child.fitness
         child.reasoning = analyst.summarize(result if ok else _as_result(child), parent.fitness,
@@ -714,6 +738,7 @@ class Engine:
                                            self.problem)
         with self.store.transaction():
             member = self.islands.insert(cand)
+            self.tuning.count_candidate(result.duration_s)
             self.store.set_meta(EVALUATIONS_KEY, self.evaluations + 1)
             self.store.set_meta(ELAPSED_KEY, self.elapsed())
         self.events.write("evaluation", candidate=cand.id, island=cand.island,
@@ -972,6 +997,9 @@ def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float)
         "statuses": {s: store.count(s) for s in ("ok", "error", "timeout", "crashed", "invalid",
                                                   "rejected", "pending")},
     }
+    tuning = store.get_meta(STATS_KEY)
+    if tuning:
+        out["tuning"] = tuning_summary({**new_stats(), **tuning})
     if usage:
         out["llm"] = {k: usage.get(k, 0) for k in new_usage() if k not in ("by_role",)}
         out["llm"]["by_role"] = usage.get("by_role", {})

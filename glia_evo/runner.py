@@ -190,6 +190,8 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
           + (f" and {trials} tuning trials" if trials else "") + f" in {status['elapsed_s']:.0f} s.")
     if "llm" in status:
         print(llm_line(status["llm"]))
+    if status.get("tuning"):
+        print(tuning_line(status["tuning"]))
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} (operator {best['operator']}, "
               f"island {best['island']}) -> {run_dir / 'best.py'}")
@@ -300,6 +302,18 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
     return 0
 
 
+def tuning_line(t: dict) -> str:
+    """What tuning cost and gained, in one line."""
+    gained = (f"{t['improved']} improved their program (best +{100 * t['best_gain']:.2f}%, "
+              f"mean +{100 * t['mean_gain']:.2f}%)" if t["improved"] else "none improved")
+    return (f"tuning: {t['studies']} studies, {gained}, {t['stopped_early']} stopped early; "
+            f"{t['trials']} trials ({t['cut_by_cascade']} cut by the cascade, {t['reused']} "
+            f"reused), {t['trial_seconds']:.0f} worker-s = {100 * t['share_of_worker_time']:.0f}% "
+            f"of the evaluation time" + (f"; {t['not_tuned_unused_knobs']} programs not tuned "
+                                         f"(knobs unused)" if t["not_tuned_unused_knobs"]
+                                         else ""))
+
+
 def llm_line(u: dict) -> str:
     return (f"LLM: {u['calls']} calls, {u['tokens']} tokens ({u['prompt_tokens']} in, "
             f"{u['completion_tokens']} out), ${u['cost_usd']:.4f}; {u['children']} children from "
@@ -342,6 +356,8 @@ def print_status(info: dict) -> None:
     print(f"budget left: {left['evaluations']} evaluations, {left['minutes']:.1f} min{extra}")
     if "llm" in info:
         print(llm_line(info["llm"]))
+    if info.get("tuning"):
+        print(tuning_line(info["tuning"]))
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} ({best['operator']}, "
               f"island {best['island']})")

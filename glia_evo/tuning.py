@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import zlib
 from pathlib import Path
 
 import optuna
@@ -17,6 +18,10 @@ from optuna.storages.journal import JournalFileBackend
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger("glia_evo.tuning")
+
+
+def study_seed(seed: int, study_name: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(study_name.encode())) % 2**31
 
 
 def storage(journal: Path) -> JournalStorage:
@@ -36,18 +41,37 @@ def distributions(knob_spec: dict) -> dict:
 
 
 class Tuner:
-    """One Optuna study over a program's knobs; trials are asked and told by the caller."""
+    """One Optuna study over a program's knobs; trials are asked and told by the caller.
+
+    `own_fitness`: the program's fitness with its own knobs, when already known (it was
+    evaluated on the tuning split), recorded as a completed trial instead of evaluated again;
+    otherwise trial 0 evaluates it. `warm`: knob sets worth trying first (the best of related
+    studies), enqueued after it. The sampler's seed is the run's seed mixed with the study's
+    name, so two studies do not start from the same random knob sets."""
 
     def __init__(self, study_name: str, knob_spec: dict, journal: Path, seed: int,
-                 trials: int, known: dict | None = None):
+                 trials: int, known: dict | None = None, own_fitness: float | None = None,
+                 warm: list | None = None):
         self.knob_spec = knob_spec
         self.space = distributions(knob_spec)
         self.trials = trials
+        self.stopped = False
         self.study = optuna.create_study(
             study_name=study_name, storage=storage(journal), direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+            sampler=optuna.samplers.TPESampler(seed=study_seed(seed, study_name)),
+            load_if_exists=True)
         if not self.study.trials:      # trial 0: the program as it is, the baseline to beat
-            self.study.enqueue_trial({k: knob_spec[k][0] for k in self.space})
+            own = {k: knob_spec[k][0] for k in self.space}
+            if own_fitness is not None and own_fitness > 0:
+                self.study.add_trial(optuna.trial.create_trial(
+                    params=own, distributions=self.space, value=own_fitness))
+            else:
+                self.study.enqueue_trial(own)
+            for values in warm or []:
+                params = {k: values[k] for k in self.space if k in values}
+                if params != own and all(self.knob_spec[k][1] <= v <= self.knob_spec[k][2]
+                                         for k, v in params.items()):
+                    self.study.enqueue_trial(params, skip_if_exists=True)
         known = known or {}
         for t in self.study.trials:     # trials asked but never told (a killed run):
             if t.state == optuna.trial.TrialState.RUNNING:   # the result the caller kept, or
@@ -62,7 +86,13 @@ class Tuner:
                                   optuna.trial.TrialState.FAIL))
 
     def remaining(self) -> int:
-        return max(0, self.trials - self.finished())
+        return 0 if self.stopped else max(0, self.trials - self.finished())
+
+    def told_values(self) -> list[float | None]:
+        """Each finished trial's fitness (None: failed), in trial order."""
+        return [t.value if t.state == optuna.trial.TrialState.COMPLETE else None
+                for t in sorted(self.study.trials, key=lambda t: t.number)
+                if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
 
     def ask(self) -> tuple[int, dict]:
         """(trial number, full knob values) for the next trial."""

@@ -199,9 +199,10 @@ def test_best_trial_told_before_a_kill_still_becomes_a_tune_child(tmp_path):
     out = killed_at(tmp_path, """
         from glia_evo import tuning_runs
         _orig = tuning_runs.TuningRuns.told
-        def told(self, trial, result):
-            out = _orig(self, trial, result)
-            if trial.number == 1:   # seed 1: trial 1 is the study's best; told and counted
+        def told(self, trial, result, **kw):
+            out = _orig(self, trial, result, **kw)
+            if trial.number == 1:   # the first trial evaluated (trial 0, the program's own
+                                    # knobs, is known): told and counted
                 die()
             return out
         tuning_runs.TuningRuns.told = told
