@@ -68,3 +68,70 @@ def install_defaults(server) -> None:
     server.default("researcher_repair", researcher)
     server.default("analyst", analyst)
     server.default("supervisor", supervisor_factory())
+
+
+# ----------------------------------------------------------------------------- "small model" mode
+# The mistakes small local models made against glia-evo (issue 20), in turn: a program whose
+# entry point has the wrong signature, a copy of the parent that changes only its docstring, an
+# answer cut off at max_tokens (finish_reason "length", unclosed fence), a hypothesis echoing the
+# template, and a usable diff. The repair round answers correctly (a diff on the parent). The
+# Supervisor answers with a program in a code block; the Analyst states a wrong fitness and drops
+# the error type.
+
+def wrong_signature(record: dict) -> Reply:
+    parent = parent_source(record["messages"])
+    body = parent.replace("def route(queue, replicas, now, knobs):",
+                          "def route(queue, replicas, now):")
+    if body == parent:
+        body = "def route(queue, replicas, now):\n    return []\n"
+    return Reply(full_program(body, " WRONG-SIGNATURE"))
+
+
+def docstring_only(record: dict) -> Reply:
+    parent = parent_source(record["messages"])
+    return Reply("HYPOTHESIS: documenting the policy makes it clearer.\nRATIONALE: a better "
+                 "docstring.\n\n```python\n\"\"\"A clearer docstring (DOCSTRING-ONLY).\"\"\"\n"
+                 + re.sub(r'^""".*?"""\n', "", parent, count=1, flags=re.S) + "```\n")
+
+
+def truncated(record: dict) -> Reply:
+    parent = parent_source(record["messages"])
+    cut = parent[:max(20, len(parent) // 2)]
+    return Reply("HYPOTHESIS: a longer rewrite. TRUNCATED\nRATIONALE: many changes.\n\n```python\n"
+                 + cut, finish_reason="length")
+
+
+def template_echo(record: dict) -> Reply:
+    text = child_answer(record)
+    return Reply(re.sub(r"^HYPOTHESIS: .*$", "HYPOTHESIS: One or two sentences: what limits the "
+                        "parent program and what change should help.", text, count=1,
+                        flags=re.M))
+
+
+SMALL_MISTAKES = (wrong_signature, docstring_only, truncated, template_echo, researcher)
+
+
+def small_researcher_factory():
+    count = {"n": 0}
+
+    def small(record: dict):
+        count["n"] += 1
+        return SMALL_MISTAKES[(count["n"] - 1) % len(SMALL_MISTAKES)](record)
+    return small
+
+
+def small_supervisor(record: dict) -> Reply:
+    return Reply("SUPERVISOR-PROGRAM: use this program:\n\n```python\ndef route(queue, replicas, "
+                 "now, knobs):\n    return [(r.id, replicas[0].id) for r in queue]\n```\n")
+
+
+def small_analyst(record: dict) -> Reply:
+    return Reply("ANALYST-WRONG: the candidate reached fitness 0.0000 and the change did not "
+                 "help; try again.")
+
+
+def install_small_model(server) -> None:
+    server.default("researcher", small_researcher_factory())
+    server.default("researcher_repair", researcher)
+    server.default("analyst", small_analyst)
+    server.default("supervisor", small_supervisor)

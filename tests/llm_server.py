@@ -16,6 +16,10 @@ then its default. Actions: `Reply` (an answer), `Status` (an
 HTTP error, optionally with Retry-After), `Hang` (answer nothing for a while: a client timeout),
 `Drop` (close the connection without answering), `GoAway` (stop listening for a while: refused
 connections, then come back on the same port).
+
+`ScriptedServer(slots=1)` answers one call at a time, like llama.cpp's server with one slot: the
+others wait (queued) until the one being answered is done; `max_active` is the most requests
+it was ever handling at once (queued ones included) and `max_serving` the most answered at once.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ class Reply:
     prompt_tokens: int | None = None     # default: characters / 4
     completion_tokens: int | None = None
     delay: float = 0.0                   # think this long before answering
+    finish_reason: str = "stop"          # "length": cut off at max_tokens (as real servers say)
 
 
 @dataclass
@@ -116,6 +121,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"unknown path {self.path}"}})
             return
         record = owner._record(self.path, dict(self.headers), body)
+        owner._enter()
+        try:
+            self._answer(owner, record, body)
+        finally:
+            owner._leave()
+
+    def _answer(self, owner, record, body):
+        if owner._slots is not None:
+            with owner._slots:
+                owner._serving(+1)
+                try:
+                    self._act(owner, record, body)
+                finally:
+                    owner._serving(-1)
+        else:
+            self._act(owner, record, body)
+
+    def _act(self, owner, record, body):
+        record["started"] = time.time()
         action = owner._action(record)
         while callable(action):
             action = action(record)
@@ -169,8 +193,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedServer:
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, slots: int | None = None):
         self.port = port
+        self._slots = threading.Semaphore(slots) if slots else None
+        self.active = self.max_active = 0
+        self.serving = self.max_serving = 0
         self.requests: list[dict] = []
         self.outages: list[tuple[float, float]] = []
         kinds = (*ROLES, "researcher_repair", "unknown")
@@ -230,6 +257,20 @@ class ScriptedServer:
         threading.Thread(target=outage, daemon=True).start()
 
     # --- request handling ----------------------------------------------------------------------
+    def _enter(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def _serving(self, step: int) -> None:
+        with self._lock:
+            self.serving += step
+            self.max_serving = max(self.max_serving, self.serving)
+
     def _record(self, path: str, headers: dict, body: dict) -> dict:
         messages = body.get("messages") or []
         with self._lock:
@@ -266,7 +307,7 @@ class ScriptedServer:
                "created": int(time.time()), "model": body.get("model", "scripted"),
                "system_fingerprint": "fp_scripted",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                            "logprobs": None, "finish_reason": "stop"}]}
+                            "logprobs": None, "finish_reason": reply.finish_reason}]}
         if reply.usage:
             out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                             "total_tokens": prompt + completion}

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from sandbox import ALLOWED_IMPORTS
 
 from ..analyst import MAX_WORDS, _clip
-from .answers import AnswerError, ResearchAnswer, parse_answer
+from .answers import (AnswerError, ResearchAnswer, example_program, is_echo, parse_answer,
+                      signature_text, signatures)
 from .client import LLMCancelled, LLMError, LLMFatal, LLMUnavailable
 from .prompts import Prompts
 
@@ -73,6 +74,7 @@ class ResearchOutcome:
     answer: ResearchAnswer | None = None
     calls: list = field(default_factory=list)        # ChatResult per call that answered
     errors: list = field(default_factory=list)       # why each answer was unusable
+    reasons: list = field(default_factory=list)      # the short kind of each (AnswerError.kind)
     message: str = ""                                # transport / endpoint failure
     repaired: bool = False
     prompt: str = ""                                 # the first user message (for events)
@@ -94,6 +96,11 @@ class Researcher:
         self.problem = problem
         self.prompts = prompts
         self.summary_wait_s = summary_wait_s
+        self.sigs = signatures(problem)
+        self.signatures = "\n".join(
+            f"    {signature_text(e, self.sigs[e])}" if e in self.sigs else f"    {e}(...)"
+            for e in problem.entrypoints)
+        self.example = example_program(problem).rstrip()
 
     def _summary(self, snap: ResearchSnapshot, cand) -> str:
         """The Analyst's summary of `cand`: the LLM one if it is still being written (waited
@@ -119,7 +126,8 @@ class Researcher:
         system = self.prompts.render(
             "researcher_system", problem=p.name,
             entrypoints=", ".join(f"`{e}`" for e in p.entrypoints),
-            imports=", ".join(ALLOWED_IMPORTS))
+            imports=", ".join(ALLOWED_IMPORTS), signatures=self.signatures,
+            example=self.example)
         user = self.prompts.render(
             "researcher", problem=p.name, description=p.description.strip(),
             notes=snap.notes.strip() or NOTES_NONE, parent_id=parent.id, island=snap.island,
@@ -148,14 +156,19 @@ class Researcher:
                 return out
             out.calls.append(result)
             try:
-                out.answer = parse_answer(result.text, snap.parent.source, self.problem.entrypoints)
+                out.answer = parse_answer(result.text, snap.parent.source,
+                                          self.problem.entrypoints, sigs=self.sigs,
+                                          finish_reason=result.finish_reason,
+                                          prompt=msgs[0]["content"])
             except AnswerError as exc:
                 out.errors.append(str(exc))
+                out.reasons.append(exc.kind)
                 if attempt == 0:
                     msgs = msgs + [
                         {"role": "assistant", "content": result.text},
                         {"role": "user", "content": self.prompts.render(
-                            "researcher_repair", error=str(exc), parent_id=snap.parent.id)}]
+                            "researcher_repair", error=str(exc), parent_id=snap.parent.id,
+                            signatures=self.signatures)}]
                 continue
             out.repaired = attempt == 1
             return out

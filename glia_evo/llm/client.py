@@ -57,6 +57,7 @@ class ChatResult:
     attempts: int = 1
     retries: list = field(default_factory=list)     # why each failed attempt failed
     estimated: bool = False                           # the server sent no `usage`
+    finish_reason: str = ""                           # "stop", "length" (cut off at max_tokens)
 
     @property
     def tokens(self) -> int:
@@ -210,11 +211,16 @@ class LLMClient:
         return self.scrub(msg[:300])
 
     def _result(self, resp, model, messages, started, attempts, retries) -> ChatResult:
-        text = ""
+        text = finish = ""
         try:
             text = resp.choices[0].message.content or ""
         except (AttributeError, IndexError, TypeError):
             text = ""
+        try:
+            finish = resp.choices[0].finish_reason or ""
+        except (AttributeError, IndexError, TypeError):
+            finish = ""
+        finish = clean(str(finish), None)[:40] if finish else ""
         if not isinstance(text, str):
             text = ""
         # hostile text: no terminal escapes, no secret, wherever it goes next (prompts, state,
@@ -234,7 +240,7 @@ class LLMClient:
                           completion_tokens=completion,
                           cost_usd=price(self.cfg.prices, name, prompt, completion),
                           seconds=time.monotonic() - started, attempts=attempts,
-                          retries=list(retries), estimated=estimated)
+                          retries=list(retries), estimated=estimated, finish_reason=finish)
 
 
 def pick_model(weights: dict[str, float], rng: random.Random) -> str:
