@@ -41,7 +41,8 @@ from .jobs import EvalJob, evaluate_job, reference_job
 from .parallel import outcome_to_result
 from .operators.offline import for_problem
 from .tracking import Tracker
-from .tuning_runs import STATS_KEY, Trial, TuningRuns, new_stats, tuning_summary
+from .tuning_runs import (STATS_KEY, Trial, TuningRuns, new_stats, trial_job,
+                          tuning_summary)
 from .problems import get_problem
 
 ELAPSED_KEY = "elapsed_s"
@@ -642,11 +643,16 @@ class Engine:
         return (study is not None and study.wants_trial() and not self.stopping
                 and self._submitted % 2 == 0 and self.tuning.within_share())
 
-    def _submit_trial(self) -> None:
+    def _trial_cascade(self) -> tuple[str, dict]:
+        """(the tuning split, the cascade fields of a trial's job)."""
         e = self.cfg.evaluation
         split = self.cfg.tuning.split or e.split
-        cascade = {"cascade": e.cascade and split == e.split, "cascade_split": e.cascade_split,
-                   "threshold": e.cascade_threshold, "cascade_timeout_s": e.cascade_timeout_s}
+        return split, {"cascade": e.cascade and split == e.split,
+                       "cascade_split": e.cascade_split, "threshold": e.cascade_threshold,
+                       "cascade_timeout_s": e.cascade_timeout_s}
+
+    def _submit_trial(self) -> None:
+        split, cascade = self._trial_cascade()
         trial, job, cached = self.tuning.next_job(self.problem.name, split,
                                                   tuple(sorted(self.reference.items())),
                                                   cascade=cascade)
@@ -693,6 +699,14 @@ class Engine:
             self.events.write("tuning_done", candidate=parent.id, improved=False,
                               stopped_early=study.tuner.stopped)
             return
+        if self._would_be_best(child.fitness):     # its best trial, again, in a fresh process
+            split, cascade = self._trial_cascade()
+            job = trial_job(parent, study.best["knobs"], self.problem.name, split,
+                            tuple(sorted(self.reference.items())), cascade)
+            why = self._irreproducible(child, job, _as_result(child))
+            if why:
+                child.status, child.fitness, child.error = "crashed", 0.0, why
+                result = None
         ok = result is not None and result.status == "ok" and result.fitness == child.fitness
         child.reasoning = analyst.summarize(result if ok else _as_result(child), parent.fitness,
                                             parent.metrics, child.rationale, self.problem)

@@ -92,6 +92,16 @@ def used_knobs(source: str, names) -> set[str]:
             and isinstance(n, ast.Constant) and n.value in names}
 
 
+def trial_job(cand: Candidate, values: dict, problem: str, split: str, reference: tuple,
+              cascade: dict | None = None) -> EvalJob:
+    """The job that evaluates `cand` with knob values `values` (a trial, or its check)."""
+    bar = cand.extra.get("stage1_fitness")
+    return EvalJob(source=cand.source, problem=problem, split=split,
+                   knobs=tuple(sorted(values.items())), reference=reference,
+                   **(dict(cascade, bar_fitness=bar if bar else 1.0)
+                      if cascade and cascade.get("cascade") else {}))
+
+
 def cache_key(code_hash: str, knobs: dict) -> str:
     return code_hash + " " + json.dumps(sorted(knobs.items()))
 
@@ -211,11 +221,7 @@ class TuningRuns:
         number, values = study.tuner.ask()
         study.inflight += 1
         cand = study.cand
-        bar = cand.extra.get("stage1_fitness")
-        job = EvalJob(source=cand.source, problem=problem, split=split,
-                      knobs=tuple(sorted(values.items())), reference=reference,
-                      **(dict(cascade, bar_fitness=bar if bar else 1.0)
-                         if cascade and cascade.get("cascade") else {}))
+        job = trial_job(cand, values, problem, split, reference, cascade)
         cached = (self.store.get_meta(CACHE_KEY) or {}).get(cache_key(cand.code_hash, values))
         return Trial(number, values), job, cached
 
