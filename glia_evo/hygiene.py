@@ -8,15 +8,17 @@ terminal, a file header, a prompt, the event log, the state file or MLflow:
 
 - the values of registered secrets (the API key of the run's endpoint, registered by whoever
   reads it) are replaced by `[redacted]`;
-- C0 / C1 control characters (except newline and tab where `multiline=True`), DEL, and the
-  Unicode bidi / zero-width format characters are shown escaped (`\\x1b`, `\\u202e`);
+- every unprintable character (C0 / C1 controls but newline and tab where `multiline=True`,
+  DEL, bidi / zero-width format characters) is shown escaped (`\\x1b`, `\\u202e`), by the
+  sandbox's one rule (`sandbox.text.escape_unprintable`);
 - the result is at most `limit` characters (cut with a marker saying so).
 """
 from __future__ import annotations
 
 import os
-import re
 import threading
+
+from sandbox.text import escape_unprintable
 
 REDACTED = "[redacted]"
 DEFAULT_LIMIT = 2000
@@ -25,30 +27,12 @@ _MIN_SECRET = 6          # shorter values are too likely to occur by chance
 _secrets: set[str] = set()
 _lock = threading.Lock()
 
-# C0 and C1 controls, DEL; plus format characters (Cf: bidi overrides, zero-width joiners, BOM)
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f"
-                     r"\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
-_UNSAFE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f"
-                          r"\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
-
 
 def register_secret(value: str | None) -> None:
     """Never let `value` out: every later `clean` redacts it."""
     if value and len(value) >= _MIN_SECRET:
         with _lock:
             _secrets.add(value)
-
-
-def register_env_secrets(*names: str) -> None:
-    """Register the values of these environment variables (e.g. the endpoint's API key)."""
-    for name in names:
-        register_secret(os.environ.get(name))
-
-
-def _escape(match: re.Match) -> str:
-    ch = match.group(0)
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def redact(text: str) -> str:
@@ -71,10 +55,7 @@ def clean(text, limit: int | None = DEFAULT_LIMIT, *, multiline: bool = False) -
             text = f"<unprintable {type(text).__name__}>"
     if limit is not None and len(text) > 4 * limit + 4096:   # bound the work before scanning
         text = text[:4 * limit + 4096]
-    text = redact(text)
-    text = (_UNSAFE if multiline else _UNSAFE_LINE).sub(_escape, text)
-    if multiline:
-        text = text.replace("\r", "\\r")
+    text = escape_unprintable(redact(text), " \n\t" if multiline else " ")
     if limit is not None and len(text) > limit:
         text = text[:max(0, limit - 14)] + " [... cut off]"
     return text

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from RestrictedPython import compile_restricted_exec
 
 from sandbox import guards
+from sandbox.text import escape_char, escape_unprintable, first_unprintable
 from sandbox.guards import (
     ALLOWED_IMPORTS,
     ALLOWED_SURFACE,
@@ -38,23 +39,12 @@ _MAX_REASON = 1500           # a whole compile error (the allowed-names lists ar
 KNOB_BOUND = 1e9
 
 
-def _escape_char(ch: str) -> str:
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
 def clean_text(text: str, limit: int = _MAX_MESSAGE) -> str:
     """Text derived from a candidate, made safe to print: whitespace runs become one space;
     control characters (C0, C1, DEL), format characters (bidi overrides, zero-width, BOM),
     surrogates and line/paragraph separators become `\\x1b`-style escapes; at most `limit`
     characters."""
-    text = " ".join(str(text).split())
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() or ch == " " else _escape_char(ch) for ch in text)
+    text = escape_unprintable(" ".join(str(text).split()))
     if len(text) > limit:
         text = text[:limit - 3] + "..."
     return text
@@ -122,6 +112,11 @@ def _restricted_code(source, max_source_bytes: int, max_ast_depth: int):
         raise TypeError(f"source must be str, not {type(source).__name__}")
     if source.startswith("\ufeff"):       # a UTF-8 byte order mark, as editors write it
         source = source[1:]
+    raw = first_unprintable(source)
+    if raw is not None:     # raw escapes and bidi overrides ("Trojan source") never get stored
+        raise PolicyCompileError(f"the source holds a raw control or format character "
+                                 f"({escape_char(raw[1])}); write it as an escape in a string "
+                                 f"literal", raw[0])
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > max_source_bytes:
         raise PolicyCompileError(f"source is {size} bytes, over the limit of {max_source_bytes}")

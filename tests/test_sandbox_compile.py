@@ -583,3 +583,14 @@ def test_clean_text_escapes_and_bounds():
 def test_star_import_is_refused():
     err = refusal("from functools import *\n" + ROUTE)
     assert err.line == 1 and "'from functools import *' is not allowed" in err.reason
+
+
+@pytest.mark.parametrize("raw", ["\x1b", "\x07", "\u202e", "\u2066", "\x00", "\u200b"])
+def test_a_source_with_a_raw_control_or_format_character_is_refused(raw):
+    """Raw escapes and bidi overrides ("Trojan source") would reach files and screens as they
+    are; the program must write them as escapes."""
+    err = refusal(ROUTE + f'\n\n# a comment {raw} here\n')
+    assert "raw control or format character" in err.reason and err.line is not None
+    assert raw not in str(err)
+    compile_policy(ROUTE + '\n\n# a comment with a no-break\u00a0space and an em dash \u2014\n',
+                   ["route"])
