@@ -134,6 +134,21 @@ def _spawn(fn, *args, name: str = "glia-llm") -> concurrent.futures.Future:
     return fut
 
 
+FALLBACK_STRIDE = 1_000_000_007     # another mutation seed for a fallback that was a duplicate
+
+
+def is_local(base_url: str) -> bool:
+    """A base URL on this machine (127.0.0.1, localhost, ::1): a local server (llama.cpp,
+    Ollama, vLLM) that usually answers one call, or a few, at a time."""
+    from urllib.parse import urlsplit
+    try:
+        host = (urlsplit(base_url).hostname or "").lower()
+    except ValueError:
+        return False
+    return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(
+        ".localhost")
+
+
 class Engine:
     def __init__(self, cfg: RunConfig, run_dir: Path, pool, progress=None):
         self.cfg = cfg
@@ -185,14 +200,17 @@ class Engine:
     def _setup_llm(self) -> None:
         from .llm import LLMAnalyst, LLMClient, Prompts, Researcher, Supervisor, api_key_from_env
         c = self.cfg.llm
+        local = is_local(c.base_url)
+        self.concurrency = c.concurrency or (1 if local else 2 * self._slots())
+        # a local server answers few calls at once: every agent's calls share its slots
         self.llm = LLMClient(c, api_key_from_env(c.api_key_env), seed=self.cfg.seed,
-                             cancel=self._cancel, on_retry=self._on_retry)
+                             cancel=self._cancel, on_retry=self._on_retry,
+                             max_in_flight=self.concurrency if local else None)
         prompts = Prompts(c.prompts_dir or None)
         self.researcher = Researcher(self.llm, self.problem, prompts,
                                      summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5)
         self.analyst = LLMAnalyst(self.llm, self.problem, prompts)
         self.supervisor = Supervisor(self.llm, self.problem, prompts)
-        self.concurrency = c.concurrency or 2 * self._slots()
 
     # --- counters kept in the store, so budgets and seeds survive restarts --------------------
     def _meta(self, key, default=0):
@@ -290,12 +308,43 @@ class Engine:
             return OFFLINE
         return pick_model(self.cfg.llm.weights(), rng)
 
+    def _llm_busy(self) -> bool:
+        """Mixed mode with `concurrency` Researcher calls running: the next proposal is made
+        offline, so the evaluation workers never sit idle waiting for a model."""
+        return 0 < self.cfg.llm.offline_fraction and len(self.research) >= self.concurrency
+
     def _may_propose(self) -> bool:
-        """False while the next proposal is an LLM one and `concurrency` calls are running."""
+        """False while the next proposal is an LLM one and `concurrency` calls are running (in
+        mixed mode an offline proposal takes the free slot instead), or while its island has no
+        member that is not already a parent of a running call and seeds are still pending
+        there (so the first proposals spread over islands and parents, not all island 0)."""
         if self.llm is None:
             return True
-        turn = self._turn(int(self._meta(PROPOSALS_KEY)))
-        return turn == OFFLINE or len(self.research) < self.concurrency
+        index = int(self._meta(PROPOSALS_KEY))
+        turn = self._turn(index)
+        if turn == OFFLINE or self._llm_busy():
+            return True
+        if len(self.research) >= self.concurrency:
+            return False
+        island = index % self.cfg.search.islands
+        busy = {t.snap.parent.id for t in self.research}
+        if all(m.id in busy for m in self.islands.members(island)) and any(
+                c.island == island and c.operator == "seed"
+                for c in self.store.by_status("pending")):
+            return False
+        return True
+
+    def _spread_parent(self, island: int, parent):
+        """Another tournament (at most 3) when `parent` is already the parent of a running
+        Researcher call and the island has other members."""
+        busy = {t.snap.parent.id for t in self.research}
+        if parent.id not in busy or len(self.islands.members(island)) < 2:
+            return parent
+        for _ in range(3):
+            other = self.islands.select_parent(island)
+            if other.id not in busy:
+                return other
+        return parent
 
     def _propose(self):
         """Select a parent on the next island (round robin), then: offline, mutate, dedup and
@@ -309,11 +358,16 @@ class Engine:
             index = int(self._meta(PROPOSALS_KEY))
             island = index % n
             turn = self._turn(index)
+            busy = turn != OFFLINE and self._llm_busy()
+            if busy:
+                turn = OFFLINE
             snap = None
             with self.store.transaction():
                 self.store.set_meta(PROPOSALS_KEY, index + 1)
                 try:
                     parent = self.islands.select_parent(island)
+                    if turn != OFFLINE:
+                        parent = self._spread_parent(island, parent)
                 except LookupError:
                     continue          # the island has no members yet (all seeds failed)
                 inspirations = self.islands.inspirations(island, parent,
@@ -321,7 +375,8 @@ class Engine:
                 if turn != OFFLINE:
                     snap = self._research_snapshot(index, island, parent, inspirations, turn)
                 else:
-                    child = self._offline_child(index, island, parent, inspirations)
+                    child = self._offline_child(index, island, parent, inspirations,
+                                                extra={"llm_busy": True} if busy else None)
                     if child is None:
                         continue
             if snap is not None:
@@ -330,7 +385,7 @@ class Engine:
                 return STARTED
             self.events.write("proposal", candidate=child.id, island=island,
                               operator=child.operator, parents=child.parents,
-                              rationale=child.rationale)
+                              rationale=child.rationale, **({"llm_busy": True} if busy else {}))
             return child
         return None
 
@@ -450,7 +505,8 @@ class Engine:
             elif out.status == "discarded":
                 u["discarded"] += 1
                 self.events.write("discarded", island=snap.island, parent=snap.parent.id,
-                                  model=out.model, errors=out.errors, **spent)
+                                  model=out.model, errors=out.errors,
+                                  reasons=getattr(out, "reasons", []), **spent)
             elif out.status == "cancelled":
                 u["abandoned"] += 1
             elif out.status == "fatal":
@@ -463,9 +519,12 @@ class Engine:
                                   model=out.model, status=out.status, error=out.message,
                                   **spent)
                 if out.status == "unavailable" and self.cfg.llm.fallback_offline:
-                    child = self._offline_child(snap.index, snap.island, snap.parent,
-                                                snap.inspirations,
-                                                extra={"llm_fallback": out.message})
+                    for attempt in range(self.cfg.search.max_attempts):   # not a duplicate
+                        child = self._offline_child(snap.index + attempt * FALLBACK_STRIDE,
+                                                    snap.island, snap.parent, snap.inspirations,
+                                                    extra={"llm_fallback": out.message})
+                        if child is not None:
+                            break
                     u["fallbacks"] += int(child is not None)
             self._save_usage()
         if out.status == "ok" and child is not None:
@@ -473,7 +532,8 @@ class Engine:
                               operator="llm", parents=child.parents, model=out.model,
                               hypothesis=child.extra["hypothesis"], rationale=child.rationale,
                               form=child.extra["form"], repaired=out.repaired,
-                              first_errors=out.errors, **spent)
+                              first_errors=out.errors, reasons=getattr(out, "reasons", []),
+                              **spent)
         elif child is not None:
             self.events.write("proposal", candidate=child.id, island=child.island,
                               operator=child.operator, parents=child.parents,

@@ -28,6 +28,8 @@ def no_proxy(monkeypatch):
 
 
 class FakeClient:
+    cfg = LLMConfig()
+
     def __init__(self, answers):
         self.answers = list(answers)
         self.sent = []
@@ -160,3 +162,191 @@ def test_a_hypothesis_echoing_the_template_is_refused():
     out = Researcher(client, ROUTING, Prompts()).propose(snapshot())
     assert out.status == "ok" and out.reasons == ["echo"]
     assert out.answer.hypothesis == "sorting by id spreads load."
+
+
+# ------------------------------------------------------------------------------ Supervisor, Analyst
+
+def _supervisor_snap(previous=""):
+    from glia_evo.llm import SupervisorSnapshot
+    best = Candidate(id="c000002", source=LLQ, fitness=1.2, status="ok", island=0,
+                     operator="llm")
+    rejected = Candidate(id="c000009", source=LLQ, fitness=0.0, status="rejected", island=0,
+                         operator="llm", parents=["c000002"],
+                         extra={"stage1_fitness": 0.834,
+                                "diagnostics": {"cascade": {"bar": 0.9}}})
+    return SupervisorSnapshot(review=1, evaluations=5, leaderboard=[best],
+                              island_best=[(0, best)], recent=[rejected], previous=previous,
+                              model="m")
+
+
+def test_a_supervisor_note_that_is_a_program_or_an_echo_never_reaches_a_prompt():
+    from glia_evo.llm import LLMError, Supervisor
+    import llm_scripts
+    program = llm_scripts.small_supervisor({}).text
+    sup = Supervisor(FakeClient([program]), ROUTING, Prompts())
+    with pytest.raises(LLMError) as err:
+        sup.review(_supervisor_snap())
+    assert "code block" in str(err.value) and err.value.usage        # tokens still counted
+    bare = "Use this:\ndef route(queue, replicas, now, knobs):\n    return []\n"
+    with pytest.raises(LLMError, match="program text"):
+        Supervisor(FakeClient([bare]), ROUTING, Prompts()).review(_supervisor_snap())
+    snap = _supervisor_snap()
+    echo = Supervisor(FakeClient([]), ROUTING, Prompts()).messages(snap)[0]["content"]
+    with pytest.raises(LLMError, match="repeats the prompt"):
+        Supervisor(FakeClient([echo]), ROUTING, Prompts()).review(snap)
+    with pytest.raises(LLMError, match="words long"):
+        Supervisor(FakeClient(["word " * 1000]), ROUTING, Prompts()).review(snap)
+    good = "c000002 leads: least-loaded routing with head-room works; try a larger bar."
+    notes, _ = Supervisor(FakeClient([good]), ROUTING, Prompts()).review(
+        _supervisor_snap(previous=good))                      # repeating itself is fine
+    assert notes == good
+
+
+def test_the_supervisor_sees_the_quick_stages_real_fitness():
+    from glia_evo.llm import Supervisor
+    user = Supervisor(FakeClient([]), ROUTING, Prompts()).messages(_supervisor_snap())[1]
+    assert "0.8340 on the quick first stage, below its bar of 0.9000" in user["content"]
+    assert "fitness 0.0000" not in user["content"]
+
+
+def _analyst_snap(cand):
+    from glia_evo.llm import AnalystSnapshot
+    parent = Candidate(id="c000002", source=LLQ, fitness=1.2, status="ok")
+    return AnalystSnapshot(candidate=cand, parent=parent, model="m")
+
+
+def test_the_analyst_is_given_the_real_first_stage_fitness_and_kept_to_the_facts():
+    from glia_evo.llm import LLMAnalyst, LLMError
+    rejected = Candidate(id="c000009", source=LLQ.replace("out = []", "out = list()"),
+                         fitness=0.0, status="rejected", parents=["c000002"],
+                         extra={"stage1_fitness": 0.834,
+                                "diagnostics": {"cascade": {"bar": 0.9}}})
+    a = LLMAnalyst(FakeClient([]), ROUTING, Prompts())
+    user = a.messages(_analyst_snap(rejected))[1]["content"]
+    assert "fitness 0.8340 on the quick first stage" in user and "fitness 0.0000" not in user
+    with pytest.raises(LLMError, match="states fitness 0.0000"):
+        LLMAnalyst(FakeClient(["It reached fitness 0.0000 and failed."]), ROUTING,
+                   Prompts()).summarize(_analyst_snap(rejected))
+    text, _ = LLMAnalyst(FakeClient(["Quick-stage fitness 0.834 was below the bar of 0.9; the "
+                                     "list() change slowed nothing, so the variance decided."]),
+                         ROUTING, Prompts()).summarize(_analyst_snap(rejected))
+    assert "0.834" in text
+
+    failed = Candidate(id="c000010", source=LLQ, fitness=0.0, status="error",
+                       parents=["c000002"],
+                       error="TypeError: route() takes 3 positional arguments but 4 were given")
+    with pytest.raises(LLMError, match=r"does not name the candidate's error \(TypeError\)"):
+        LLMAnalyst(FakeClient(["The change did not help; try more head-room."]), ROUTING,
+                   Prompts()).summarize(_analyst_snap(failed))
+    with pytest.raises(LLMError, match="code block"):
+        LLMAnalyst(FakeClient(["TypeError. Fix:\n```python\ndef route(q):\n    pass\n```"]),
+                   ROUTING, Prompts()).summarize(_analyst_snap(failed))
+    text, _ = LLMAnalyst(FakeClient(["A TypeError: route takes four arguments, the program "
+                                     "defined three."]), ROUTING,
+                         Prompts()).summarize(_analyst_snap(failed))
+    assert "TypeError" in text
+
+
+# ------------------------------------------------------------------------------ whole runs
+
+def _run(tmp_path, server, **kw):
+    from test_llm_run import run
+    return run(tmp_path, server, **kw)
+
+
+def test_a_small_model_run_repairs_its_mistakes_and_keeps_bad_notes_out(tmp_path):
+    import llm_scripts
+    from test_llm_run import candidates, events
+    with ScriptedServer() as server:
+        llm_scripts.install_small_model(server)
+        proc, out = _run(tmp_path, server, evals=8, supervise=3)
+    assert proc.returncode == 0, proc.stderr
+    cands, meta = candidates(out)
+    reasons = [r for e in events(out, "proposal") + events(out, "discarded")
+               for r in e.get("reasons", [])]
+    for kind in ("signature", "noop", "truncated", "echo"):
+        assert kind in reasons, reasons
+    children = [c for c in cands if c.operator == "llm"]
+    assert children and all("def route(queue, replicas, now, knobs):" in c.source
+                            for c in children)
+    assert not any("DOCSTRING-ONLY" in c.source for c in children)
+    assert not events(out, "duplicate")
+    # the repair messages show the real signature, never a placeholder
+    repairs = [r for r in server.requests if r["repair"]]
+    assert repairs and all("def route(queue, replicas, now, knobs):" in
+                           r["messages"][-1]["content"] for r in repairs)
+    assert not any("(...)" in r["messages"][-1]["content"] for r in repairs)
+    truncated = [r for r in repairs if "TRUNCATED" in r["messages"][-2]["content"]]
+    assert truncated and all("cut off" in r["messages"][-1]["content"] for r in truncated)
+    # the Supervisor's program never reached a Researcher; the wrong Analyst summaries neither
+    sup = events(out, "supervisor")
+    assert sup and not any(e["ok"] for e in sup)
+    assert all("code block" in e["error"] for e in sup)
+    for r in server.by_role("researcher"):
+        assert "SUPERVISOR-PROGRAM" not in r["messages"][1]["content"]
+        assert "ANALYST-WRONG" not in r["messages"][1]["content"]
+    assert not (out / "supervisor_notes.md").exists() or \
+        "SUPERVISOR-PROGRAM" not in (out / "supervisor_notes.md").read_text()
+    assert meta["llm"]["review_failures"] >= 1
+
+
+def test_a_local_one_slot_server_gets_one_call_at_a_time(tmp_path):
+    import llm_scripts
+    from test_llm_run import candidates
+    with ScriptedServer(slots=1) as server:
+        llm_scripts.install_defaults(server)
+        server.default("researcher", lambda req: Reply(llm_scripts.child_answer(req),
+                                                       delay=0.3))
+        proc, out = _run(tmp_path, server, evals=7, supervise=3)
+    assert proc.returncode == 0, proc.stderr
+    cands, meta = candidates(out)
+    assert meta["evaluations"] == 7 and server.by_role("analyst")
+    assert server.max_active == 1           # nothing ever queued at the server
+    assert not [r for r in server.requests if r.get("status") not in (200, None)]
+
+
+def test_first_concurrent_proposals_spread_over_islands_and_parents(tmp_path):
+    import re
+    import llm_scripts
+    with ScriptedServer() as server:
+        llm_scripts.install_defaults(server)
+        server.default("researcher", lambda req: Reply(llm_scripts.child_answer(req),
+                                                       delay=0.5))
+        proc, out = _run(tmp_path, server, evals=10, islands=2,
+                         extra="concurrency = 4")
+    assert proc.returncode == 0, proc.stderr
+    first = [r for r in server.by_role("researcher") if not r["repair"]][:4]
+    where = [re.search(r"# Parent program (c\d+) \(island (\d+)", r["messages"][1]["content"])
+             .groups() for r in first]
+    assert {island for _, island in where} == {"0", "1"}, where
+    assert len({parent for parent, _ in where}) >= 2, where
+
+
+def test_mixed_mode_never_leaves_workers_waiting_for_the_model(tmp_path):
+    import llm_scripts
+    from test_llm_run import candidates, events
+    with ScriptedServer() as server:
+        llm_scripts.install_defaults(server)
+        server.default("researcher", lambda req: Reply(llm_scripts.child_answer(req),
+                                                       delay=0.7))
+        proc, out = _run(tmp_path, server, evals=14, extra="offline_fraction = 0.5\n"
+                         "concurrency = 1\nanalyst = false")
+    assert proc.returncode == 0, proc.stderr
+    cands, meta = candidates(out)
+    assert meta["evaluations"] == 14
+    busy = [e for e in events(out, "proposal") if e.get("llm_busy")]
+    assert busy                              # offline proposals took the free worker slots
+    ops = {c.operator for c in cands}
+    assert "llm" in ops and ops - {"llm", "seed"}
+    # the workers were busy most of the time, not waiting for the slow answers
+    idle = _idle_share(out, workers=2)
+    assert idle < 0.6, idle
+
+
+def _idle_share(out, workers):
+    from glia_evo.events import read_events
+    evs = list(read_events(out / "events.jsonl"))
+    t = [e["t"] for e in evs if "t" in e] or [0]
+    wall = max(t) - min(t)
+    busy = sum(e.get("seconds") or 0 for e in evs if e["event"] == "evaluation")
+    return max(0.0, 1 - busy / (workers * wall)) if wall else 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 
 from sandbox import ALLOWED_IMPORTS
@@ -52,6 +53,110 @@ def metrics_lines(metrics: dict | None, problem: str = "routing") -> str:
 
 def _fitness(x) -> str:
     return f"{x:.4f}" if isinstance(x, (int, float)) else "-"
+
+
+def _stage1(c):
+    x = (c.extra or {}).get("stage1_fitness")
+    return x if isinstance(x, (int, float)) else None
+
+
+def _bar(c):
+    diag = (c.extra or {}).get("diagnostics") or {}
+    x = diag.get("cascade", {}).get("bar") if isinstance(diag, dict) else None
+    return x if isinstance(x, (int, float)) else None
+
+
+def fitness_fact(c) -> str:
+    """A candidate's fitness as it really is: for one the quick cascade stage rejected, its
+    first-stage fitness (its stored fitness 0 is no measurement); "-" when it did not run."""
+    if c.status == "rejected":
+        s1, bar = _stage1(c), _bar(c)
+        if s1 is not None:
+            return (f"{s1:.4f} on the quick first stage, below its bar"
+                    f"{f' of {bar:.4f}' if bar is not None else ''} (rejected there, not run "
+                    f"on the full split)")
+        return "- (rejected by the quick first stage)"
+    if c.status != "ok":
+        return "- (no fitness: the program did not run to the end)"
+    return _fitness(c.fitness)
+
+
+def facts_fitness(*cands) -> list[float]:
+    """The fitness values a text about these candidates may state."""
+    out = []
+    for c in cands:
+        if c is None:
+            continue
+        if c.status == "ok" and isinstance(c.fitness, (int, float)):
+            out.append(float(c.fitness))
+        elif c.status not in ("rejected",):
+            out.append(0.0)
+        for x in (_stage1(c), _bar(c)):
+            if x is not None:
+                out.append(float(x))
+    return out
+
+
+# --------------------------------------------------------------------------------- validation
+
+CODE_LINE_RE = re.compile(r"^[ \t]*(def [A-Za-z_]\w*\(.*\)\s*:|class \w+.*:|import \w+|"
+                          r"from [\w.]+ import |return\b|for .+ in .+:$|if .+:$|[A-Za-z_]\w* = .+)",
+                          re.M)
+ERROR_TYPE_RE = re.compile(r"\b([A-Z][A-Za-z]*(?:Error|Exception|Interrupt|Exit))\b")
+FITNESS_RE = re.compile(r"fitness(?:\s+(?:of|was|is|at|=|reached|:)|\s*[:=])?\s*(?:only\s+)?"
+                        r"(-?\d+(?:\.\d+)?)\b", re.I)
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9.]+", " ", text.lower()).split()
+
+
+def echo_share(text: str, prompt: str, n: int = 8) -> float:
+    """The share of `text`'s n-word runs copied from `prompt` (1.0: the text is a copy)."""
+    mine, theirs = _words(text), _words(prompt)
+    if len(mine) < n:
+        return 1.0 if mine and " ".join(mine) in " ".join(theirs) else 0.0
+    have = {tuple(theirs[i:i + n]) for i in range(len(theirs) - n + 1)}
+    runs = [tuple(mine[i:i + n]) for i in range(len(mine) - n + 1)]
+    return sum(r in have for r in runs) / len(runs)
+
+
+def note_problem(text: str, prompt: str, max_words: int) -> str | None:
+    """Why a Supervisor's or Analyst's text must not reach another prompt, or None: too long,
+    holding code (a fenced block or program lines), or an echo of the prompt it was given."""
+    if "```" in text or "<<<<<<<" in text or ">>>>>>>" in text:
+        return "it holds a code block (notes and summaries must be prose)"
+    code = CODE_LINE_RE.findall(text)
+    if len(code) >= 2 or re.search(r"^[ \t]*def [A-Za-z_]\w*\(", text, re.M):
+        return "it holds program text (notes and summaries must be prose)"
+    if len(text.split()) > 3 * max_words:
+        return f"it is {len(text.split())} words long (at most {max_words})"
+    if echo_share(text, prompt) >= 0.5:
+        return "it repeats the prompt instead of answering it"
+    return None
+
+
+def _close(v: float, allowed: list[float]) -> bool:
+    return any(abs(v - a) <= max(0.006, 0.01 * abs(a)) for a in allowed)
+
+
+def summary_contradiction(text: str, cand, parent) -> str | None:
+    """Why an Analyst's summary contradicts the facts it was given, or None: it leaves out the
+    error type the candidate failed with, or states a fitness neither it nor its parent had."""
+    if cand.status != "ok" and cand.error:
+        m = ERROR_TYPE_RE.search(cand.error)
+        if m and m.group(1).lower() not in text.lower():
+            return f"it does not name the candidate's error ({m.group(1)})"
+    allowed = facts_fitness(cand, parent)
+    for m in FITNESS_RE.finditer(text):
+        try:
+            v = float(m.group(1))
+        except ValueError:
+            continue
+        if not _close(v, allowed):
+            return (f"it states fitness {m.group(1)}, which neither the candidate "
+                    f"({fitness_fact(cand)}) nor its parent had")
+    return None
 
 
 # --------------------------------------------------------------------------------- Researcher
@@ -207,7 +312,7 @@ class LLMAnalyst:
                                      max_words=MAX_WORDS)
         user = self.prompts.render(
             "analyst", id=c.id, problem=self.problem.name, status=c.status,
-            fitness=_fitness(c.fitness), parent_id=parent.id,
+            fitness=fitness_fact(c), parent_id=parent.id,
             parent_fitness=_fitness(parent.fitness), error=c.error or "none",
             hypothesis=c.extra.get("hypothesis") or "-", rationale=c.rationale or "-",
             metrics="\n".join(lines) or "- (none: the program did not run)",
@@ -216,13 +321,18 @@ class LLMAnalyst:
 
     def summarize(self, snap: AnalystSnapshot):
         """(summary of at most MAX_WORDS words, ChatResult); LLMError on failure."""
-        result = self.client.chat(self.messages(snap), snap.model,
+        msgs = self.messages(snap)
+        result = self.client.chat(msgs, snap.model,
                                   max_tokens=min(self.client.cfg.max_output_tokens or 600, 600),
                                   call_id=f"analyst-{snap.candidate.id}")
-        text = " ".join(result.text.split())
-        if not text:
+        raw = result.text.strip()
+        if not raw:
             raise LLMError("the Analyst's answer was empty", usage=[result])
-        return _clip(text), result
+        why = note_problem(raw, "\n".join(m["content"] for m in msgs), MAX_WORDS) \
+            or summary_contradiction(raw, snap.candidate, snap.parent)
+        if why:       # the rule-based summary stays
+            raise LLMError(f"the Analyst's summary was refused: {why}", usage=[result])
+        return _clip(" ".join(raw.split())), result
 
 
 # --------------------------------------------------------------------------------- Supervisor
@@ -253,7 +363,7 @@ class Supervisor:
                             for i, c in snap.island_best) or "(none)"
         recent = "\n".join(f"- {c.id} (island {c.island}, parent "
                            f"{c.parents[0] if c.parents else '-'}): {c.status}, fitness "
-                           f"{_fitness(c.fitness)}. Change: {change_of(c)}. Analyst: "
+                           f"{fitness_fact(c)}. Change: {change_of(c)}. Analyst: "
                            f"{c.reasoning or '-'}" for c in snap.recent) or "(none)"
         best = snap.leaderboard[0] if snap.leaderboard else None
         system = self.prompts.render("supervisor_system", problem=self.problem.name,
@@ -267,12 +377,19 @@ class Supervisor:
 
     def review(self, snap: SupervisorSnapshot):
         """(notes, ChatResult); LLMError on failure."""
-        result = self.client.chat(self.messages(snap), snap.model,
+        msgs = self.messages(snap)
+        result = self.client.chat(msgs, snap.model,
                                   max_tokens=min(self.client.cfg.max_output_tokens or 1200, 1200),
                                   call_id=f"supervisor-{snap.review}")
         text = result.text.strip()
         if not text:
             raise LLMError("the Supervisor's answer was empty", usage=[result])
+        asked = "\n".join(m["content"] for m in msgs)
+        if snap.previous.strip():      # repeating its own earlier advice is no echo
+            asked = asked.replace(snap.previous.strip(), "")
+        why = note_problem(text, asked, SUPERVISOR_WORDS)
+        if why:       # the previous notes stay
+            raise LLMError(f"the Supervisor's notes were refused: {why}", usage=[result])
         words = text.split()
         if len(words) > 2 * SUPERVISOR_WORDS:
             text = " ".join(words[:2 * SUPERVISOR_WORDS]) + " …"

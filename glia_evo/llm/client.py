@@ -113,7 +113,7 @@ class LLMClient:
     """`chat(messages, model)` -> ChatResult, with retries; thread-safe (one shared client)."""
 
     def __init__(self, cfg, api_key: str | None, *, seed: int = 0, cancel: threading.Event | None
-                 = None, on_retry=None):
+                 = None, on_retry=None, max_in_flight: int | None = None):
         import openai
 
         self.cfg = cfg
@@ -127,6 +127,10 @@ class LLMClient:
         self._lock = threading.Lock()
         self.cancel = cancel or threading.Event()
         self.on_retry = on_retry
+        # At most this many calls at the endpoint at once (all agents together); the others wait
+        # here, before their timeout starts, instead of queueing at a server that answers one
+        # call at a time and timing out there while it still works on them.
+        self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
 
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.cfg.base_url or '(openai default)'!r})"
@@ -163,6 +167,18 @@ class LLMClient:
         max_tokens = cfg.max_output_tokens if max_tokens is None else max_tokens
         if max_tokens:
             kwargs["max_tokens"] = max_tokens
+        if self._slots is None:
+            return self._chat(messages, model, kwargs)
+        while not self._slots.acquire(timeout=0.2):
+            if self.cancel.is_set():
+                raise LLMCancelled("the run is stopping")
+        try:
+            return self._chat(messages, model, kwargs)
+        finally:
+            self._slots.release()
+
+    def _chat(self, messages, model, kwargs) -> ChatResult:
+        cfg = self.cfg
         openai = self._openai
         retries: list[str] = []
         started = time.monotonic()
