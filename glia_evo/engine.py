@@ -415,10 +415,11 @@ class Engine:
         from .llm import ResearchSnapshot
         waits = {c.id: self.summaries[c.id] for c in [parent, *inspirations]
                  if c.id in self.summaries}
+        known = {c.code_hash: c.id for c in self.store.all() if c.code_hash}
         return ResearchSnapshot(index=index, island=island, parent=parent,
                                 inspirations=list(inspirations),
                                 notes=self.supervision.get("notes", ""), model=model,
-                                summaries=waits)
+                                summaries=waits, known=known)
 
     def _on_retry(self, model, attempt, why, delay) -> None:
         """Called from the agents' threads: queue an event for the main thread to write."""
@@ -595,11 +596,16 @@ class Engine:
                 or any(t.kind == "supervisor" for t in self.side):
             return                 # (no review when no Researcher will read it)
         done = self.evaluations
+        first = not self.supervision.get("review")
+        if first:       # the first review also in a small budget (a third of it at the latest)
+            k = min(k, max(1, self.budget.max_evaluations // 3))
         if done - int(self.supervision.get("evaluations", 0)) < k:
             return
         from .llm import SupervisorSnapshot
         recent = [x for x in self.store.all()
                   if x.status != "pending" and x.operator not in ("seed", "migration")]
+        if first and not recent:
+            return      # a first review that sees only the seeds has nothing to say
         snap = SupervisorSnapshot(
             review=int(self.supervision.get("review", 0)) + 1, evaluations=done,
             leaderboard=self.islands.leaderboard(10),

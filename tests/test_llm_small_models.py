@@ -350,3 +350,28 @@ def _idle_share(out, workers):
     wall = max(t) - min(t)
     busy = sum(e.get("seconds") or 0 for e in evs if e["event"] == "evaluation")
     return max(0.0, 1 - busy / (workers * wall)) if wall else 0.0
+
+
+def test_a_copy_of_a_stored_program_is_sent_back_not_dropped():
+    from population.dedup import code_hash
+    hra = baseline_source("routing", "hra")
+    snap = snapshot()
+    snap.known = {code_hash(LLQ): "c000007", code_hash(hra): "c000003"}
+    client = FakeClient([full(hra.replace('"""', '"""Copied. ', 1)), GOOD])
+    out = Researcher(client, ROUTING, Prompts()).propose(snap)
+    assert out.status == "ok" and out.repaired and out.reasons == ["duplicate"]
+    assert "the same as program c000003" in client.sent[1][-1]["content"]
+
+
+def test_the_first_supervisor_review_comes_in_a_small_budget_and_not_on_seeds_only(tmp_path):
+    import llm_scripts
+    from test_llm_run import events
+    with ScriptedServer() as server:
+        llm_scripts.install_defaults(server)
+        proc, out = _run(tmp_path, server, evals=9, supervise=20)
+    assert proc.returncode == 0, proc.stderr
+    reviews = events(out, "supervisor")
+    assert reviews and reviews[0]["ok"] and reviews[0]["evaluations"] == 3
+    recent = server.by_role("supervisor")[0]["messages"][1]["content"]
+    assert "## Recent evaluations" in recent and "(none)" not in recent.split(
+        "## Recent evaluations")[1].split("##")[0]

@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from population.dedup import code_hash
 from sandbox import ALLOWED_IMPORTS
 
 from ..analyst import MAX_WORDS, _clip
@@ -170,6 +171,7 @@ class ResearchSnapshot:
     notes: str
     model: str
     summaries: dict = field(default_factory=dict)   # candidate id -> Future[str | None]
+    known: dict = field(default_factory=dict)       # code hash -> id of the stored programs
 
 
 @dataclass
@@ -265,6 +267,13 @@ class Researcher:
                                           self.problem.entrypoints, sigs=self.sigs,
                                           finish_reason=result.finish_reason,
                                           prompt=msgs[0]["content"])
+                same = snap.known.get(code_hash(out.answer.source)) if snap.known else None
+                if same is not None:
+                    out.answer = None
+                    raise AnswerError(f"the new program is the same as program {same}, which "
+                                      f"is already in the search (only docstrings, comments or "
+                                      f"formatting differ, if anything): propose a different "
+                                      f"change", "duplicate")
             except AnswerError as exc:
                 out.errors.append(str(exc))
                 out.reasons.append(exc.kind)
