@@ -5,7 +5,8 @@ Runs `glia-evo run --llm openai` (a subprocess, the real CLI) against `--base-ur
 and prints: Researcher answers usable on the first try and after the repair round, the reasons
 answers were refused (signature, noop, truncated, echo, no_code, diff, compile, ...), duplicates,
 children that beat their parent, Supervisor notes and Analyst summaries refused, and the
-evaluation workers' idle time (workers x wall time - time spent evaluating).
+evaluation workers' idle time (workers x wall time from the first proposal to the last result -
+time spent evaluating).
 
 `--scripted small` needs no model: it starts the test suite's scripted loopback server
 (tests/llm_server.py) in its "small model" mode (tests/llm_scripts.py: a wrong entry-point
@@ -14,7 +15,7 @@ hypothesis echoing the template, one good diff, in turn; a Supervisor note that 
 Analyst that states a wrong fitness).
 
 Usage:
-    python benchmarks/bench_llm.py --scripted small [--evaluations 20]
+    python benchmarks/bench_llm.py --scripted small [--evaluations 20] [--delay 2.0]
     python benchmarks/bench_llm.py --base-url http://127.0.0.1:8080/v1 --model qwen2.5-coder-0.5b \
         [--evaluations 20] [--workers 2] [--timeout 600] [--max-tokens 1024] [--concurrency 0] \
         [--offline-fraction 0] [--problem routing] [--out DIR] [--keep]
@@ -86,8 +87,11 @@ def measure(out: Path, workers: int) -> dict:
     dup = [e for e in by["duplicate"] if e.get("operator") == "llm"]
     asked = len(llm) + len(dup) + len(by["discarded"]) + len(by["llm_error"])
     reasons = collections.Counter(r for e in llm + by["discarded"] for r in e.get("reasons", []))
-    t0 = by["start"][-1]["t"] if by["start"] else evs[0]["t"]
-    t1 = by["stop"][-1]["t"] if by["stop"] else evs[-1]["t"]
+    # from the first proposal (the seeds; the reference baseline's own run before is not
+    # search time) to the stop
+    t0 = by["proposal"][0]["t"] if by["proposal"] else evs[0]["t"]
+    t1 = by["evaluation"][-1]["t"] if by["evaluation"] else evs[-1]["t"]   # the last result
+    tail = (by["stop"][-1]["t"] if by["stop"] else evs[-1]["t"]) - t1
     wall = max(1e-9, t1 - t0)
     busy = sum(e.get("seconds") or 0 for e in by["evaluation"])
     store = Store(out / "state.sqlite", create=False)
@@ -110,7 +114,7 @@ def measure(out: Path, workers: int) -> dict:
             "analyst": (sum(e.get("ok", False) for e in by["analysis"]), len(by["analysis"])),
             "refusals": [e.get("error") for e in by["supervisor"] + by["analysis"]
                          if not e.get("ok")][:4],
-            "stop": by["stop"][-1].get("reason") if by["stop"] else "?"}
+            "stop": by["stop"][-1].get("reason") if by["stop"] else "?", "tail_s": tail}
 
 
 def report(m: dict, label: str) -> None:
@@ -131,7 +135,16 @@ def report(m: dict, label: str) -> None:
     for why in m["refusals"]:
         print(f"  refused: {why}")
     print(f"Evaluations: {m['evaluations']} in {m['wall_s']:.1f} s; worker idle time "
-          f"{m['idle_s']:.1f} s ({m['idle_share']:.0%} of worker time); stop: {m['stop']}")
+          f"{m['idle_s']:.1f} s ({m['idle_share']:.0%} of worker time); stop: {m['stop']}; "
+          f"then {m['tail_s']:.1f} s for the last Analyst/Supervisor calls")
+
+
+def _slow(fn, seconds: float):
+    def slow(record):
+        reply = fn(record)
+        reply.delay = seconds
+        return reply
+    return slow
 
 
 def main() -> None:
@@ -149,6 +162,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=0, help="0: the engine's default")
     ap.add_argument("--offline-fraction", type=float, default=0.0)
     ap.add_argument("--supervisor-interval", type=int, default=5)
+    ap.add_argument("--delay", type=float, default=0.0,
+                    help="--scripted: seconds each answer takes (a slow local model)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--keep", action="store_true", help="keep the run folder")
     args = ap.parse_args()
@@ -160,6 +175,9 @@ def main() -> None:
         from llm_server import ScriptedServer, loopback_env
         server = ScriptedServer().start()
         llm_scripts.install_small_model(server)
+        if args.delay:        # a slow model: every answer takes this long
+            for kind in ("researcher", "researcher_repair", "analyst", "supervisor"):
+                server.default(kind, _slow(server._defaults[kind], args.delay))
         url, model = server.url, args.model or "scripted-small"
         env = loopback_env(env)
         if args.problem != "routing":

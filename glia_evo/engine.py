@@ -562,8 +562,10 @@ class Engine:
             return
         from .llm import AnalystSnapshot
         snap = AnalystSnapshot(candidate=copy.deepcopy(cand), parent=parent,
-                               model=c.analyst_model or c.first_model())
+                               model=c.analyst_model or c.first_model(),
+                               started=threading.Event(), give_up=threading.Event())
         fut = _spawn(self.analyst.summarize, snap, name=f"analyst-{cand.id}")
+        fut.started = snap.started     # a Researcher waits for it only once it is answered
         self.summaries[cand.id] = fut
         self.side.append(_Task("analyst", fut, snap))
 
@@ -995,6 +997,10 @@ class Engine:
             return
         deadline = time.monotonic() + self.cfg.llm.timeout_s
         if not (self.stopping in ("interrupted", "terminated") or self.fatal):
+            for t in self.side:     # summaries still queued for the endpoint's slots: no
+                if t.kind == "analyst" and getattr(t.snap, "give_up", None) is not None \
+                        and not t.snap.started.is_set():      # waiting for them at the end
+                    t.snap.give_up.set()
             while self.side and time.monotonic() < deadline and not self.stopping:
                 self._wait_any(deadline)
                 self._collect()

@@ -375,3 +375,40 @@ def test_the_first_supervisor_review_comes_in_a_small_budget_and_not_on_seeds_on
     recent = server.by_role("supervisor")[0]["messages"][1]["content"]
     assert "## Recent evaluations" in recent and "(none)" not in recent.split(
         "## Recent evaluations")[1].split("##")[0]
+
+
+def test_the_slot_gate_serves_researchers_first_and_queued_summaries_are_not_waited_for():
+    import concurrent.futures
+    import threading
+    import time
+    from glia_evo.llm.client import _Gate
+    gate, cancel, order = _Gate(1), threading.Event(), []
+    assert gate.acquire(0, cancel)
+
+    def take(priority, name):
+        assert gate.acquire(priority, cancel)
+        order.append(name)
+        gate.release()
+    low = threading.Thread(target=take, args=(1, "analyst"))
+    low.start()
+    time.sleep(0.1)
+    high = threading.Thread(target=take, args=(0, "researcher"))
+    high.start()
+    time.sleep(0.1)
+    gate.release()
+    low.join(5)
+    high.join(5)
+    assert order == ["researcher", "analyst"]
+    give_up = threading.Event()
+    give_up.set()
+    assert gate.acquire(1, cancel) and not gate.acquire(1, cancel, give_up)   # gave up
+    gate.release()
+    # a summary whose call still waits for a slot is not waited for: the stored one is used
+    fut = concurrent.futures.Future()
+    fut.started = threading.Event()
+    snap = snapshot()
+    snap.summaries = {"c000007": fut}
+    r = Researcher(FakeClient([]), ROUTING, Prompts(), summary_wait_s=30)
+    began = time.monotonic()
+    assert "Analyst's reasoning about it:\nR\n" in r.messages(snap)[1]["content"]
+    assert time.monotonic() - began < 5

@@ -210,9 +210,12 @@ class Researcher:
         self.example = example_program(problem).rstrip()
 
     def _summary(self, snap: ResearchSnapshot, cand) -> str:
-        """The Analyst's summary of `cand`: the LLM one if it is still being written (waited
-        for), else the stored one."""
+        """The Analyst's summary of `cand`: the LLM one if it is being written (waited for),
+        else the stored one (also while its call still waits for an endpoint slot)."""
         fut = snap.summaries.get(cand.id)
+        started = getattr(fut, "started", None)
+        if fut is not None and started is not None and not started.is_set() and not fut.done():
+            fut = None       # still queued for the endpoint's slot: no waiting behind it
         if fut is not None:
             try:
                 text, _ = fut.result(timeout=self.summary_wait_s)   # LLMAnalyst.summarize
@@ -297,6 +300,8 @@ class AnalystSnapshot:
     candidate: object                  # Candidate, evaluated
     parent: object                     # Candidate
     model: str
+    started: object = None             # threading.Event: set when the call is being answered
+    give_up: object = None             # threading.Event: set to abandon it while it is queued
 
 
 class LLMAnalyst:
@@ -333,7 +338,9 @@ class LLMAnalyst:
         msgs = self.messages(snap)
         result = self.client.chat(msgs, snap.model,
                                   max_tokens=min(self.client.cfg.max_output_tokens or 600, 600),
-                                  call_id=f"analyst-{snap.candidate.id}")
+                                  call_id=f"analyst-{snap.candidate.id}", priority=1,
+                                  on_admit=snap.started.set if snap.started else None,
+                                  give_up=snap.give_up)
         raw = result.text.strip()
         if not raw:
             raise LLMError("the Analyst's answer was empty", usage=[result])

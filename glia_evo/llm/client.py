@@ -130,7 +130,7 @@ class LLMClient:
         # At most this many calls at the endpoint at once (all agents together); the others wait
         # here, before their timeout starts, instead of queueing at a server that answers one
         # call at a time and timing out there while it still works on them.
-        self._slots = threading.BoundedSemaphore(max_in_flight) if max_in_flight else None
+        self._slots = _Gate(max_in_flight) if max_in_flight else None
 
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.cfg.base_url or '(openai default)'!r})"
@@ -154,9 +154,14 @@ class LLMClient:
         return min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * (2 ** attempt)) * jitter
 
     def chat(self, messages: list[dict], model: str, *, max_tokens: int | None = None,
-             temperature: float | None = None, call_id: str | None = None) -> ChatResult:
+             temperature: float | None = None, call_id: str | None = None,
+             priority: int = 0, on_admit=None, give_up: threading.Event | None = None
+             ) -> ChatResult:
         """One chat completion. `call_id` is sent as the X-Glia-Call header, the same on every
-        retry of this call (for the server's logs; OpenAI-compatible servers ignore it)."""
+        retry of this call (for the server's logs; OpenAI-compatible servers ignore it). With
+        `max_in_flight`, a call waits for a free slot; a `priority` 1 call (the Analyst's) only
+        takes one when no priority 0 call (Researcher, Supervisor) is waiting. `on_admit()` is
+        called when the call gets its slot; `give_up` set while it waits abandons it."""
         cfg = self.cfg
         kwargs = {}
         if call_id:
@@ -168,10 +173,13 @@ class LLMClient:
         if max_tokens:
             kwargs["max_tokens"] = max_tokens
         if self._slots is None:
+            if on_admit:
+                on_admit()
             return self._chat(messages, model, kwargs)
-        while not self._slots.acquire(timeout=0.2):
-            if self.cancel.is_set():
-                raise LLMCancelled("the run is stopping")
+        if not self._slots.acquire(priority, self.cancel, give_up):
+            raise LLMCancelled("given up while waiting for a free endpoint slot")
+        if on_admit:          # the call got a slot: it is being answered, not queued
+            on_admit()
         try:
             return self._chat(messages, model, kwargs)
         finally:
@@ -257,6 +265,35 @@ class LLMClient:
                           cost_usd=price(self.cfg.prices, name, prompt, completion),
                           seconds=time.monotonic() - started, attempts=attempts,
                           retries=list(retries), estimated=estimated, finish_reason=finish)
+
+
+class _Gate:
+    """At most `n` holders; waiting priority-0 callers go before priority-1 ones."""
+
+    def __init__(self, n: int):
+        self.free = n
+        self.waiting = [0, 0]
+        self.cond = threading.Condition()
+
+    def acquire(self, priority: int, cancel: threading.Event,
+                give_up: threading.Event | None = None) -> bool:
+        priority = 1 if priority else 0
+        with self.cond:
+            self.waiting[priority] += 1
+            try:
+                while not (self.free > 0 and (priority == 0 or not self.waiting[0])):
+                    if cancel.is_set() or (give_up is not None and give_up.is_set()):
+                        return False
+                    self.cond.wait(0.2)
+                self.free -= 1
+                return True
+            finally:
+                self.waiting[priority] -= 1
+
+    def release(self) -> None:
+        with self.cond:
+            self.free += 1
+            self.cond.notify_all()
 
 
 def pick_model(weights: dict[str, float], rng: random.Random) -> str:
