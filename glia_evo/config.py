@@ -66,7 +66,8 @@ class LLMConfig:
     backoff_max_s: float = 60.0      # cap on one wait (also on a server's Retry-After)
     temperature: float = 0.8         # < 0: not sent (for models that reject it)
     max_output_tokens: int = 4096    # sent as max_tokens; 0: not sent
-    concurrency: int = 0             # Researcher calls in flight; 0 = 2 x evaluation.workers
+    concurrency: int = 0             # Researcher calls in flight; 0 = 1 for a local base_url
+                                     # (127.0.0.1 / localhost / ::1), else 2 x workers
     offline_fraction: float = 0.0    # share of proposals made by the offline mutator
     fallback_offline: bool = True    # endpoint unreachable after retries: offline proposal
     analyst: bool = True             # LLM Analyst after failures and non-improvements
