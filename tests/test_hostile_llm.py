@@ -6,15 +6,11 @@ file of the run (state, events, MLflow store and artifacts, best.py, the report)
 printed, and no request the server received (but the Authorization header) holds the key,
 and no raw ESC / BEL reached the terminal, the event log or a request."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
 import llm_scripts
-from llm_server import Reply, ScriptedServer, loopback_env
+from test_llm_run import run
+from llm_server import Reply, ScriptedServer
 from population import Store
 
 KEY = "sk-HOSTILE-7e3a9c-glia-never-leak"
@@ -28,36 +24,6 @@ def route(queue, replicas, now, knobs):
     raise ValueError("\\x1b]0;owned\\x07\\x1b[2J" + secret + "\\u202e")
 '''
 
-CONFIG = """
-name = "hostile"
-seed = 0
-[search]
-islands = 1
-island_capacity = 4
-seeds = ["llq"]
-migration_interval = 100
-[budget]
-minutes = 10.0
-max_evaluations = 6
-[evaluation]
-workers = 2
-split = "quick"
-cascade = false
-timeout_s = 120.0
-[tuning]
-enabled = false
-[report]
-at_end = false
-[llm]
-mode = "openai"
-base_url = "{url}"
-models = {{"scripted-model" = 1.0}}
-timeout_s = 5.0
-max_retries = 1
-backoff_base_s = 0.05
-supervisor_interval = 3
-"""
-
 
 def hostile_answer(record: dict) -> Reply:
     return Reply(f"HYPOTHESIS: \x1b[31mleak {KEY}\x07 now\u202e.\nRATIONALE: the key is "
@@ -70,21 +36,14 @@ def files_of(root: Path):
             yield path
 
 
-@pytest.mark.parametrize("tracking", [True])
-def test_a_hostile_model_and_candidate_leak_no_key_and_no_escapes(tmp_path, tracking):
+def test_a_hostile_model_and_candidate_leak_no_key_and_no_escapes(tmp_path):
     with ScriptedServer() as server:
         llm_scripts.install_defaults(server)
         server.script("researcher", [hostile_answer, hostile_answer,
                                      lambda r: Reply(llm_scripts.child_answer(r))])
         server.default("analyst", lambda r: Reply(f"ANALYST: it failed \x1b[2J{KEY}\x07"))
         server.default("supervisor", lambda r: Reply(f"NOTES: \x1b]52;c;{KEY}\x07 go on"))
-        cfg = tmp_path / "hostile.toml"
-        cfg.write_text(CONFIG.format(url=server.url))
-        out = tmp_path / "run"
-        env = loopback_env(dict(os.environ, OPENAI_API_KEY=KEY))
-        proc = subprocess.run([sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out",
-                               str(out), "--quiet"], capture_output=True, text=True,
-                              timeout=400, env=env)
+        proc, out = run(tmp_path, server, evals=6, supervise=3, key=KEY, retries=1)
         requests = list(server.requests)
     assert proc.returncode == 0, proc.stderr
 
