@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from glia_evo.config import LLMConfig
+
 from glia_evo.config import ConfigError, from_dict
 from glia_evo.llm import (AnswerError, ChatResult, LLMUnavailable, Prompts, Researcher,
                           ResearchSnapshot, apply_diff, parse_answer)
@@ -72,7 +74,9 @@ def test_apply_diff_empty_search():
 
 
 class FakeClient:
-    """Answers from a list; records the conversations it was sent."""
+    """Answers from a list (text, (text, finish_reason) or an exception to raise); records the
+    conversations it was sent."""
+    cfg = LLMConfig()
 
     def __init__(self, answers):
         self.answers = list(answers)
@@ -83,7 +87,8 @@ class FakeClient:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return ChatResult(answer, model, 100, 10, 0.0, 0.01)
+        text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
+        return ChatResult(text, model, 100, 10, 0.0, 0.01, finish_reason=finish)
 
 
 def snapshot(**kw):

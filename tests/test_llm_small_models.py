@@ -6,6 +6,8 @@ endpoint awareness: one call at a time for a local server, proposals spread over
 parents, mixed mode keeping the workers busy."""
 import pytest
 
+from test_llm_answers import FakeClient
+
 from glia_evo.config import LLMConfig
 from glia_evo.llm import (AnswerError, ChatResult, LLMClient, Prompts, Researcher,
                           ResearchSnapshot, parse_answer)
@@ -25,20 +27,6 @@ def no_proxy(monkeypatch):
     for name in PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-class FakeClient:
-    cfg = LLMConfig()
-
-    def __init__(self, answers):
-        self.answers = list(answers)
-        self.sent = []
-
-    def chat(self, messages, model, **kw):  # noqa: ARG002
-        self.sent.append(messages)
-        answer = self.answers.pop(0)
-        text, finish = answer if isinstance(answer, tuple) else (answer, "stop")
-        return ChatResult(text, model, 100, 10, 0.0, 0.01, finish_reason=finish)
 
 
 def snapshot():
