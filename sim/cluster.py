@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import simpy
@@ -38,9 +38,25 @@ ScaleFn = Callable[[object, float, dict], object]
 
 @dataclass(frozen=True)
 class ReplicaSpec:
+    """One replica: a GPU profile, Sarathi's chunk size, the batch cap, and optionally its KV
+    budget (`num_blocks` blocks of the profile's block size; None: the profile's own)."""
+
     profile: str = "llama3-8b/a10"
     chunk_size: int = 8192
     max_batch: int = 256
+    num_blocks: int | None = None
+
+    def __post_init__(self):
+        if self.num_blocks is not None and (type(self.num_blocks) is not int
+                                            or self.num_blocks < 1):
+            raise ValueError(f"num_blocks must be a positive int, got {self.num_blocks!r}")
+
+    def gpu_profile(self):
+        """The GPU profile with this replica's KV budget."""
+        prof = get_profile(self.profile)
+        if self.num_blocks is None or self.num_blocks == prof.num_blocks:
+            return prof
+        return replace(prof, num_blocks=self.num_blocks)
 
 
 @dataclass(frozen=True)
@@ -81,8 +97,19 @@ class ClusterSpec:
 
     @classmethod
     def uniform(cls, n: int, profile: str = "llama3-8b/a10", **kw) -> "ClusterSpec":
-        chunk = kw.pop("chunk_size", 8192)
-        return cls(replicas=(ReplicaSpec(profile, chunk),) * n, **kw)
+        rkw = {k: kw.pop(k) for k in ("chunk_size", "max_batch", "num_blocks") if k in kw}
+        return cls(replicas=(ReplicaSpec(profile, **rkw),) * n, **kw)
+
+    def with_kv_blocks(self, num_blocks: int | None) -> "ClusterSpec":
+        """The same cluster with every replica's KV budget set to `num_blocks` blocks (the
+        autoscaler's template replica too); None leaves the spec unchanged."""
+        if num_blocks is None:
+            return self
+        a = self.autoscale
+        if a is not None and a.replica is not None:
+            a = replace(a, replica=replace(a.replica, num_blocks=num_blocks))
+        return replace(self, replicas=tuple(replace(r, num_blocks=num_blocks)
+                                            for r in self.replicas), autoscale=a)
 
 
 class Cluster:
@@ -108,7 +135,7 @@ class Cluster:
         self.schedule_knobs = dict(schedule_knobs or {})
         self.fast = fast
         # every replica ever started, indexed by id (ids are never reused)
-        self.replicas = [Replica(i, get_profile(r.profile), env, self, chunk_size=r.chunk_size,
+        self.replicas = [Replica(i, r.gpu_profile(), env, self, chunk_size=r.chunk_size,
                                  max_batch=r.max_batch, watermark=spec.watermark, fast=fast)
                          for i, r in enumerate(spec.replicas)]
         self.num_ready = len(self.replicas)
@@ -346,7 +373,7 @@ class Cluster:
         env = self.env
         rs = self.autoscale.replica or self.spec.replicas[0]
         warm = env.now == 0        # the fleet asked for at t = 0 is provisioned before traffic
-        replica = Replica(len(self.replicas), get_profile(rs.profile), env, self,
+        replica = Replica(len(self.replicas), rs.gpu_profile(), env, self,
                           chunk_size=rs.chunk_size, max_batch=rs.max_batch,
                           watermark=self.spec.watermark, fast=self.fast,
                           state="ready" if warm else "starting")
@@ -491,7 +518,7 @@ def validate_workload(workload: Sequence[RequestSpec], spec: ClusterSpec) -> Non
     if spec.autoscale is not None and spec.autoscale.replica is not None:
         kinds.append(spec.autoscale.replica)
     for r in kinds:
-        prof = get_profile(r.profile)
+        prof = r.gpu_profile()
         cap = (prof.num_blocks - int(prof.num_blocks * spec.watermark)) * prof.block_size
         for i, req in enumerate(workload):
             if req.prompt_tokens + req.output_tokens > cap:
