@@ -34,6 +34,7 @@ class Instance:
     seed: int
     rate_scale: float = 1.0
     replicas: int | None = None
+    kv_blocks: int | None = None      # KV budget per replica (blocks); None: the scenario's
 
     @property
     def name(self) -> str:
@@ -43,6 +44,8 @@ class Instance:
         """The scenario's cluster; `replicas` overrides its size (for an autoscaled cluster: the
         most replicas the autoscaler may use, the initial fleet and minimum shrinking to fit)."""
         spec = self.scenario.cluster
+        if spec is not None and self.kv_blocks is not None:
+            spec = spec.with_kv_blocks(self.kv_blocks)
         if self.replicas is None:
             return spec
         a = spec.autoscale
