@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rate-scale", type=_positive_float, default=1.0,
                      help="multiply the arrival rate by X")
     sim.add_argument("--seed", type=_seed, help="run only this seed of the scenario")
+    sim.add_argument("--kv-blocks", type=_positive_int, metavar="N",
+                     help="KV-cache blocks per replica (default: the scenario's; see "
+                          "docs/fidelity.md)")
     sim.add_argument("--split", help="run a whole split of the problem instead of a scenario "
                                      "(train, validation, test, quick)")
 
@@ -182,7 +185,9 @@ def _instances(problem: Problem, args) -> list[Instance]:
             raise UserError("--split cannot be combined with --scenario, --trace or --seed")
         try:
             return [Instance(i.scenario, i.seed, rate_scale=args.rate_scale,
-                             replicas=args.replicas) for i in problem.split(split)]
+                             replicas=args.replicas,
+                             kv_blocks=getattr(args, "kv_blocks", None))
+                    for i in problem.split(split)]
         except KeyError as exc:
             raise UserError(exc.args[0]) from None
     try:
@@ -197,7 +202,8 @@ def _instances(problem: Problem, args) -> list[Instance]:
     seed = getattr(args, "seed", None)
     seeds = scenario.seeds if seed is None or trace is not None else (seed,)
     return [Instance(scenario, s, rate_scale=getattr(args, "rate_scale", 1.0),
-                     replicas=getattr(args, "replicas", None)) for s in seeds]
+                     replicas=getattr(args, "replicas", None),
+                     kv_blocks=getattr(args, "kv_blocks", None)) for s in seeds]
 
 
 def _replay(path: str, seed: int):
