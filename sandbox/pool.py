@@ -34,7 +34,15 @@ parent waits on the result pipe and the process sentinel with the job's deadline
 whole process group (SIGKILL) when the job ends, whatever the reason, so nothing is left behind.
 At most `workers` job processes are alive at any moment.
 
-`fn` and its arguments are not pickled (the child is a fork), so any callable works. The value
+Where jobs are forked from: by default, a fork server (`sandbox.forkserver`) the pool starts with
+itself -- a single-threaded copy of this process as it was then, before any LLM client or key
+existed, that `warm(fn, *args)` can preload (scenarios, traces, imports) so each job starts
+warm. Every job is still its own fresh process, contained as above; the pool still reads its
+result and kills its group itself. `fn` and its arguments go to the server as a pickle by
+reference (the pool's process to its own server, never the other way from a job); a job whose
+function or arguments cannot be pickled (a lambda, a closure) is forked from this process, so any
+callable works. Note that a job forked by the server sees module state as it was when the pool
+started (plus the warm-ups), not changes this process made later. The value
 comes back as JSON over a non-blocking pipe that the parent reads with the job's deadline (a
 length header, then `["ok", value]`, `["error", type, message, traceback]` or
 `["memory", type, traceback]`), never as a pickle: a job that escapes the Python sandbox can
@@ -47,7 +55,8 @@ be sent back: ..."). The parent decodes with limits: the length header is checke
 is too large, or does not have one of the three shapes above makes the job `crashed` ("the job
 process sent a malformed result: ..."). Whatever a job sends, the pool goes on serving the others.
 
-This module imports only the standard library, `multiprocess` and `sandbox.kernel`.
+This module imports only the standard library, `multiprocess`, `sandbox.kernel` and
+`sandbox.forkserver`.
 """
 from __future__ import annotations
 
@@ -58,6 +67,7 @@ import ctypes
 import json
 import math
 import os
+import pickle
 import resource
 import signal
 import struct
@@ -77,6 +87,8 @@ from multiprocess.context import ForkProcess
 from sandbox import kernel
 
 STATUSES = ("ok", "error", "timeout", "memory", "crashed")
+FORK_SERVER_ENV = "SANDBOX_FORK_SERVER"     # "0": fork jobs from the pool's process
+_SERVER_RESTARTS = 3                        # a server that died is started again this often
 
 _EXIT_MEMORY = 86          # the child ran out of memory outside `fn` (e.g. pickling the result)
 _EXIT_INTERNAL = 87        # the child's own containment code failed
@@ -163,6 +175,10 @@ class WorkerPool:
                 (trusted code, but confined like the job).
     keep_fds:   inherited file descriptors the job may keep (all others are closed).
     max_result_mb: larger values are refused (status error).
+    fork_server: fork the jobs from a warm, single-threaded server process started with the pool
+                (`sandbox.forkserver`; `warm()` preloads it) instead of from this process.
+                Default: on, unless SANDBOX_FORK_SERVER=0. Jobs whose function or arguments
+                cannot be pickled by reference are forked from this process, as without it.
 
     `kernel_support` is what `sandbox.kernel.probe()` found on this machine (None without the
     kernel layer); layers it lists as missing are not installed.
@@ -176,7 +192,8 @@ class WorkerPool:
                  max_file_mb: float | None = 0, allow_fork: bool = False,
                  kernel_layer: bool = True, read_paths: Iterable[str] = (),
                  initializer: Callable | None = None, initargs: tuple = (),
-                 keep_fds: Iterable[int] = (), max_result_mb: float = 64):
+                 keep_fds: Iterable[int] = (), max_result_mb: float = 64,
+                 fork_server: bool | None = None):
         if int(workers) < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         for name, value in (("timeout_s", timeout_s), ("memory_mb", memory_mb), ("cpu_s", cpu_s)):
@@ -204,8 +221,16 @@ class WorkerPool:
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
+        if fork_server is None:
+            fork_server = os.environ.get(FORK_SERVER_ENV, "1").strip() not in ("0", "false", "no")
+        self._want_server = bool(fork_server)
+        self._server = None
+        self._server_failures = 0
+        self._warmups: list[tuple] = []
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="sandbox-pool", daemon=True)
         self._thread.start()
+        self._ready.wait()        # the server is forked before anything else happens here
         _POOLS.add(self)
 
     # --- public API ------------------------------------------------------------------------------
@@ -232,6 +257,25 @@ class WorkerPool:
             self._queue.append(_Job(future, fn, args, kwargs))
         self._wakeup()
         return future
+
+    def warm(self, fn: Callable, *args) -> str | None:
+        """Run the trusted `fn(*args)` once in the fork server, so every job forked after it
+        starts with what it loaded (scenarios, traces, imports). Remembered: a server started
+        again runs it too. Returns None, or why it did not run (no server, an exception: the
+        jobs then only start colder)."""
+        if os.getpid() != self._pid:
+            raise RuntimeError("a WorkerPool cannot be used in a process forked from its owner")
+        self._warmups.append((fn, args))
+        server = self._server
+        if server is None or not server.alive:
+            return "no fork server"
+        return server.warm(fn, *args)
+
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The fork server's pid while it runs (None: jobs fork from this process)."""
+        server = self._server
+        return server.pid if server is not None and server.alive else None
 
     def map_outcomes(self, fn: Callable, *iterables) -> Iterator[JobOutcome]:
         """Submit `fn(*items)` for every item of zip(*iterables) at once; yield the outcomes in
@@ -270,6 +314,10 @@ class WorkerPool:
 
     def _supervise(self) -> None:
         try:
+            self._start_server()
+        finally:
+            self._ready.set()
+        try:
             while self._step():
                 pass
         except BaseException as exc:  # never leave a future unresolved, even on a bug here
@@ -284,11 +332,36 @@ class WorkerPool:
                 if job.future.set_running_or_notify_cancel():
                     job.future.set_result(JobOutcome("crashed", error=detail))
         finally:
+            server, self._server = self._server, None
+            if server is not None:
+                server.close()           # kills and reaps whatever job it still has
             with self._lock:
                 self._closed = True
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 self._wake_w = None
+
+    def _start_server(self) -> None:
+        """Fork the server from this (the supervisor) thread: PR_SET_PDEATHSIG ties it to the
+        thread that lives as long as the pool."""
+        if not self._want_server or self._server_failures > _SERVER_RESTARTS:
+            return
+        from sandbox import forkserver
+        try:
+            self._server = forkserver.ForkServer(self._served_child, self._keep_fds)
+        except Exception:
+            self._server = None
+            self._server_failures += 1
+            return
+        for fn, args in self._warmups:
+            self._server.warm(fn, *args)
+
+    def _served_child(self, writer: int, sentinel: int, fn, args, kwargs, plan) -> None:
+        """In a job process forked by the server: the same containment as any job."""
+        global _SENTINEL_FD
+        _SENTINEL_FD = sentinel
+        _child_main(writer, None, fn, args, kwargs, self.limits, self._initializer,
+                    self._initargs, self._keep_fds, plan)
 
     def _step(self) -> bool:
         """One round: start jobs, wait for news or a deadline, finish jobs. False: stop."""
@@ -383,6 +456,12 @@ class WorkerPool:
                                  f"{self.limits.timeout_s:g} s"))
 
     def _start(self, job: _Job) -> None:
+        if self._server is not None and not self._server.alive:
+            self._server = None
+            self._server_failures += 1
+            self._start_server()            # a server that died: start another one
+        if self._server is not None and self._start_served(job):
+            return
         reader = writer = None
         for attempt in range(3):
             try:
@@ -407,15 +486,49 @@ class WorkerPool:
                     return
                 time.sleep(0.2 * (attempt + 1))
         os.close(writer)
-        os.set_blocking(reader, False)
-        job.reader = reader
         try:   # also set in the child; doing it here too closes the race with an early kill
             os.setpgid(job.process.pid, job.process.pid)
         except OSError:
             pass
+        self._started(job, reader)
+
+    def _started(self, job: _Job, reader: int) -> None:
+        os.set_blocking(reader, False)
+        job.reader = reader
         if self.limits.timeout_s is not None:
             job.deadline = job.started + self.limits.timeout_s
         self._running.append(job)
+
+    def _start_served(self, job: _Job) -> bool:
+        """Fork the job from the fork server; False: fork it from here instead (its function
+        or arguments cannot be pickled by reference, or the server failed)."""
+        from sandbox.forkserver import ForkServerError, ServedProcess
+        try:
+            payload = pickle.dumps((job.fn, job.args, job.kwargs),
+                                   protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return False
+        plan = (kernel.plan(self._read_paths, allow_fork=self.limits.allow_fork)
+                if self.kernel_layer else None)
+        fields = None if plan is None else (plan.support, plan.bpf, plan.paths)
+        reader, writer = os.pipe()
+        sentinel_r, sentinel_w = os.pipe()
+        try:
+            job.started = time.monotonic()
+            pid = self._server.start(payload, fields, writer, sentinel_w)
+        except ForkServerError:
+            pid = None
+        finally:
+            os.close(writer)
+            os.close(sentinel_w)
+        if pid is None:
+            os.close(reader)
+            os.close(sentinel_r)
+            job.started = None
+            return False
+        job.process = ServedProcess(self._server, pid, sentinel_r)
+        self._started(job, reader)
+        return True
 
     def _read(self, job: _Job) -> None:
         """Take what the pipe holds now, without blocking."""
@@ -442,6 +555,10 @@ class WorkerPool:
         The group is signalled before the leader is reaped, so its id cannot have been reused."""
         process = job.process
         if process is None:
+            return
+        if hasattr(process, "kill_group"):       # forked by the fork server, which reaps it
+            process.kill_group()
+            process.join(5)
             return
         try:
             os.killpg(process.pid, signal.SIGKILL)
@@ -724,7 +841,8 @@ def _child_main(writer: int, reader: int, fn, args, kwargs, limits: _Limits, ini
     global _RESULT_FD
     try:
         parent_pid = os.getppid()
-        os.close(reader)
+        if reader is not None:
+            os.close(reader)
         os.setpgid(0, 0)
         _die_with_parent(parent_pid)
         _close_inherited_fds({writer, _SENTINEL_FD, *keep_fds} - {None})

@@ -127,10 +127,16 @@ def try_fork():
     return pid
 
 
-def children_of(pid: int) -> list[int]:
+def children_of(pid: int, servers=()) -> list[int]:
     """`pid`'s live children that are forks of it (job processes), not programs it started
-    (e.g. multiprocessing's resource tracker, left by an earlier test's Dask LocalCluster)."""
-    return [k for k in all_children_of(pid) if _cmdline(k) == _cmdline(pid)]
+    (e.g. multiprocessing's resource tracker, left by an earlier test's Dask LocalCluster).
+    A child in `servers` (a pool's fork server) stands for the jobs it forked."""
+    out = []
+    for k in all_children_of(pid):
+        if _cmdline(k) != _cmdline(pid):
+            continue
+        out.extend(children_of(k) if k in servers else [k])
+    return out
 
 
 def _cmdline(pid: int) -> bytes | None:
@@ -436,16 +442,17 @@ def test_map_outcomes_keeps_order():
 def test_at_most_workers_processes_and_none_left_after_shutdown():
     me = os.getpid()
     pool = WorkerPool(2, timeout_s=30, memory_mb=512)
+    servers = (pool.fork_server_pid,)
     futures = [pool.submit(sleep, 0.3) for _ in range(6)]
     most = 0
     while not all(f.done() for f in futures):
-        most = max(most, len(children_of(me)))
+        most = max(most, len(children_of(me, servers)))
         time.sleep(0.02)
     assert all(f.result().status == "ok" for f in futures)
     assert 1 <= most <= 2
     running = [pool.submit(sleep, 60) for _ in range(2)]
     queued = [pool.submit(sleep, 60) for _ in range(3)]
-    while len(children_of(me)) < 2:
+    while len(children_of(me, servers)) < 2:
         time.sleep(0.02)
     pool.shutdown()
     assert children_of(me) == []
@@ -463,7 +470,7 @@ def test_leaving_the_block_waits_for_jobs_and_an_exception_kills_them():
     with pytest.raises(KeyError):
         with WorkerPool(1, timeout_s=30, memory_mb=512) as pool:
             future = pool.submit(sleep, 60)
-            while not children_of(os.getpid()):
+            while not children_of(os.getpid(), (pool.fork_server_pid,)):
                 time.sleep(0.02)
             raise KeyError("stop")
     assert future.result().status == "crashed"
