@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from population import Store, StoreError
-from sim.policies import baseline_names, baseline_source
 
 from .parallel import evaluate_many
 from .problems import get_problem
@@ -45,9 +44,9 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
         instances = problem.split(split)
     except KeyError as exc:
         raise ReportError(exc.args[0]) from None
-    names = baseline_names(problem.name) if include_baselines else [problem.reference]
-    sources = [best.source] + [baseline_source(problem.name, n) for n in names]
-    results = evaluate_many(sources, problem, instances, workers=workers, progress=progress)
+    names = problem.baseline_names() if include_baselines else [problem.reference]
+    sources = [best.source] + [problem.baseline_source(n) for n in names]
+    results = _evaluate(sources, names, problem, split, instances, workers, progress)
     rows = [{"policy": f"best ({best.id})", "status": results[0].status,
              "fitness": results[0].fitness, "error": results[0].error,
              "scenarios": {k: v.get(problem.metric) for k, v in results[0].scenarios.items()}}]
@@ -69,6 +68,45 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
     except OSError as exc:      # e.g. a full disk: one line, not a traceback
         raise ReportError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
     return report
+
+
+def _evaluate(sources: list[str], names: list[str], problem, split: str, instances,
+              workers, progress) -> list:
+    """evaluate_many of [best] + baselines, each baseline taken from the baseline cache
+    (`glia_evo.baseline_cache`) when this split was simulated with the same code before, and
+    put there when it was not. The reference baseline's cached metrics also spare the
+    reference's own simulations, which the best candidate's fitness needs."""
+    from . import parallel
+    from .baseline_cache import BaselineCache
+    cache = BaselineCache()
+    cached: dict[int, object] = {}
+    if cache.enabled and problem.reference in names:
+        k = names.index(problem.reference)
+        ref = cache.get(problem, split, instances, names[k], sources[1 + k])
+        if ref is not None:
+            cached[k] = ref
+            values = {n: m[problem.metric] for n, m in ref.scenarios.items()}
+            for inst in instances:
+                metrics = ref.scenarios[inst.name]
+                parallel._remember_reference(problem, inst,
+                                             parallel._reference_checked(problem, inst, metrics))
+            for j, name in enumerate(names):
+                if j != k:
+                    hit = cache.get(problem, split, instances, name, sources[1 + j],
+                                    reference=values)
+                    if hit is not None:
+                        cached[j] = hit
+    todo = [0] + [1 + j for j in range(len(names)) if j not in cached]
+    fresh = evaluate_many([sources[i] for i in todo], problem, instances, workers=workers,
+                          progress=progress)
+    results = [None] * len(sources)
+    for i, res in zip(todo, fresh):
+        results[i] = res
+        if i > 0:
+            cache.put(problem, split, instances, names[i - 1], sources[i], res)
+    for j, res in cached.items():
+        results[1 + j] = res
+    return results
 
 
 def summary(report: dict) -> str:

@@ -57,3 +57,10 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "soak: the fault-injection soak test (tests/faults/test_soak.py); short by "
                    "default, long with GLIA_EVO_SOAK_EVALUATIONS=500")
+
+
+@pytest.fixture(autouse=True)
+def _baseline_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Every test gets an empty baseline cache of its own (glia_evo.baseline_cache), never the
+    user's ~/.cache/glia-evo; CLI runs a test starts inherit it through the environment."""
+    monkeypatch.setenv("GLIA_EVO_CACHE_DIR", str(tmp_path_factory.mktemp("glia-cache")))
