@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 import json
+import math
 import os
 import sys
 from functools import partial
@@ -27,34 +28,74 @@ class UserError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"not a number: {clean(text, 60)!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {clean(text, 60)}")
     return value
 
 
-def _positive_int(text: str) -> int:
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        if len(text) > 30:
+            raise ValueError
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+        raise argparse.ArgumentTypeError(f"not an integer: {clean(text, 60)!r}") from None
+
+
+def _float_in(low: float, high: float, low_open: bool = True):
+    """An argparse type: a finite number in (low, high] (or [low, high])."""
+    def parse(text: str) -> float:
+        value = _number(text)
+        if not ((value > low if low_open else value >= low) and value <= high):
+            side = ">" if low_open else ">="
+            raise argparse.ArgumentTypeError(f"must be {side} {low:g} and <= {high:g}, got {text}")
+        return value
+    return parse
+
+
+def _int_in(low: int, high: int):
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, "
+                                             f"got {text}")
+        return value
+    return parse
+
+
+# the bounds of command-line numbers (the config's are in glia_evo.config.RANGES)
+MAX_RATE_SCALE = 1000.0
+MIN_RATE_SCALE = 0.001
+MAX_REPLICAS = 1024
+_positive_float = _float_in(0, 1e6)
+_positive_int = _int_in(1, 10**7)
+_workers = _int_in(1, 1024)
+_seed = _int_in(0, 2**32 - 1)
+_minutes = _float_in(0, 525_600)
+_port = _int_in(1, 65535)
+
+
+def _rate_scale(text: str) -> float:
+    value = _number(text)
+    if not MIN_RATE_SCALE <= value <= MAX_RATE_SCALE:
+        raise argparse.ArgumentTypeError(f"must be from {MIN_RATE_SCALE:g} to "
+                                         f"{MAX_RATE_SCALE:g} (a factor on the arrival rate), "
+                                         f"got {text}")
     return value
 
 
-def _seed(text: str) -> int:
+def _version() -> str:
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+        from importlib.metadata import PackageNotFoundError, version
+        return version("glia-evo")
+    except (ImportError, PackageNotFoundError):
+        from . import __version__
+        return __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +108,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="glia-evo", description="Evolutionary search for LLM-serving cluster policies.")
+    parser.add_argument("--version", action="version", version=f"glia-evo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
@@ -78,10 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--policy", required=True, help="a baseline name or a candidate FILE.py")
     _scenario_args(sim)
     sim.add_argument("--trace", type=Path, help="replay this CSV trace on the scenario's cluster")
-    sim.add_argument("--replicas", type=_positive_int,
+    sim.add_argument("--replicas", type=_int_in(1, MAX_REPLICAS),
                      help="number of replicas (autoscaling: the most the autoscaler may use)")
-    sim.add_argument("--rate-scale", type=_positive_float, default=1.0,
-                     help="multiply the arrival rate by X")
+    sim.add_argument("--rate-scale", type=_rate_scale, default=1.0,
+                     help=f"multiply the arrival rate by X ({MIN_RATE_SCALE:g} to "
+                          f"{MAX_RATE_SCALE:g})")
     sim.add_argument("--seed", type=_seed, help="run only this seed of the scenario")
     sim.add_argument("--kv-blocks", type=_positive_int, metavar="N",
                      help="KV-cache blocks per replica (default: the scenario's; see "
@@ -111,12 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
                                             "folder)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--no-tuning", action="store_true", help="no Optuna knob tuning")
+    run.add_argument("--no-report", action="store_true",
+                     help="skip the held-out report when the search stops ([report] at_end)")
 
     res = sub.add_parser("resume", help="continue a stopped or killed search")
     res.add_argument("dir", type=Path)
     _budget_args(res)
     _executor_args(res)
     res.add_argument("--quiet", action="store_true", help="no progress display")
+    res.add_argument("--no-report", action="store_true",
+                     help="skip the held-out report when the search stops")
 
     exp = sub.add_parser("export", help="write a candidate as a standalone Python module")
     exp.add_argument("dir", type=Path)
@@ -128,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dir", type=Path)
     rep.add_argument("--split", default="test", help="default: test (never used for selection)")
     rep.add_argument("--no-baselines", action="store_true", help="only the reference baseline")
-    rep.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    rep.add_argument("--workers", type=_workers, help="processes (default: all cores)")
     rep.add_argument("--json", action="store_true", help="print one JSON object")
 
     ui = sub.add_parser("ui", help="the MLflow UI for a run, on 127.0.0.1")
@@ -142,9 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _budget_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=_positive_float, help="wall-time budget (whole run)")
+    p.add_argument("--minutes", type=_minutes, help="wall-time budget (whole run); on resume "
+                   "without --minutes, a larger --max-evaluations lifts the old time budget")
     p.add_argument("--max-evaluations", type=_positive_int, help="evaluation budget (whole run)")
-    p.add_argument("--max-tokens", type=_positive_int, help="LLM token budget (whole run)")
+    p.add_argument("--max-tokens", type=_int_in(1, 10**12), help="LLM token budget (whole run)")
     p.add_argument("--max-cost", type=_positive_float, metavar="USD",
                    help="LLM cost budget in USD (whole run; needs llm.prices)")
 
@@ -167,7 +215,7 @@ def _models(text: str) -> dict:
 
 def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", help="scenario name (default: the problem's main scenario)")
-    p.add_argument("--workers", type=_positive_int, help="processes (default: all cores)")
+    p.add_argument("--workers", type=_workers, help="processes (default: all cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -319,7 +367,7 @@ def cmd_baselines(args) -> int:
 
 
 def _executor_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=_positive_int,
+    p.add_argument("--workers", type=_workers,
                    help="parallel evaluations (dask-local: worker processes)")
     p.add_argument("--executor", choices=["local", "dask-local", "dask"],
                    help="where evaluations run: this machine's sandbox pool (default), a Dask "
@@ -349,7 +397,8 @@ def cmd_run(args) -> int:
                  **_executor_overrides(args), "seed": args.seed,
                  "tracking.uri": args.tracking_uri,
                  "tracking.enabled": False if args.no_tracking else None,
-                 "tuning.enabled": False if args.no_tuning else None}
+                 "tuning.enabled": False if args.no_tuning else None,
+                 "report.at_end": False if args.no_report else None}
     cfg = load_config(args.config, overrides)
     _problem(cfg.problem)
     return runner.start(cfg, progress=not args.quiet)
@@ -361,7 +410,7 @@ def cmd_resume(args) -> int:
                  "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost,
                  **_executor_overrides(args)}
     return runner.resume(args.dir, {k: v for k, v in overrides.items() if v is not None},
-                         progress=not args.quiet)
+                         progress=not args.quiet, report=not args.no_report)
 
 
 def cmd_export(args) -> int:
@@ -436,14 +485,21 @@ COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import ConfigError
+    from .config import ConfigError, check_environment
     from .dask_executor import ExecutorError
     from .disk import DiskError
     from .runner import RunError
     try:
+        check_environment()       # GLIA_EVO_EVAL_TIMEOUT_S=inf is refused before anything runs
         return COMMANDS[args.command](args)
     except (UserError, TraceError, ConfigError, RunError, ExecutorError, DiskError) as exc:
         print(f"glia-evo: error: {exc}", file=sys.stderr)
+        return 2
+    except OverflowError as exc:    # a number too large for the simulator's arithmetic
+        if os.environ.get("GLIA_EVO_DEBUG"):
+            raise
+        print(f"glia-evo: error: a number in the input is too large to simulate ({exc}); "
+              f"check the trace's values and --rate-scale", file=sys.stderr)
         return 2
     except ValueError as exc:   # e.g. a workload that cannot run on the chosen cluster
         if os.environ.get("GLIA_EVO_DEBUG"):

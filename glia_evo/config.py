@@ -5,6 +5,7 @@ silently runs the default instead. The resolved configuration is written to the 
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -15,7 +16,11 @@ import tomli_w
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be run; the message names the key."""
+    """A configuration that cannot be run; the message names the key (also in `key`)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -191,20 +196,109 @@ def _table_value(name: str, value):
     raise ConfigError(f"{name!r} must be a number or a list of numbers, got {value!r}")
 
 
-def _report_split_ok(c) -> bool:
-    from .problems import get_problem
-    try:
-        return c.report.split in get_problem(c.problem).splits
-    except KeyError:
-        return True           # an unknown problem is reported as such, by the command line
+# --- value checks ---------------------------------------------------------------------------------
+# Every number has a range: a value outside it (or inf / NaN, or an integer so large that the
+# run would hang building it) is refused when the config is read, before anything is written.
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    low_open: bool = False          # True: value > low (else value >= low)
+    note: str = ""                  # e.g. "0 = no limit"
+
+    def ok(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def text(self, integer: bool) -> str:
+        kind = "an integer" if integer else "a number"
+        low = _num(self.low)
+        high = _num(self.high)
+        what = (f"{kind} > {low} and <= {high}" if self.low_open
+                else f"{kind} from {low} to {high}")
+        return what + (f" ({self.note})" if self.note else "")
+
+
+def _num(x) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        x = int(x)
+    if isinstance(x, int) and x >= 10**6 and str(x).endswith("0" * 5):
+        return f"{x:.0e}".replace("e+0", "e").replace("e+", "e")
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+DAY_S = 86_400.0
+MAX_ISLANDS = 256                 # islands x seeds candidates are created at the start
+MAX_SEEDS = 64
+MAX_WORKERS = 1024
+MAX_EVALUATIONS = 10**7
+MAX_MINUTES = 525_600.0            # a year
+
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32 - 1),
+    "search.islands": Range(1, MAX_ISLANDS),
+    "search.island_capacity": Range(2, 10_000),
+    "search.tournament": Range(1, 1000),
+    "search.migration_interval": Range(1, MAX_EVALUATIONS),
+    "search.migration_k": Range(0, 1000),
+    "search.inspirations": Range(0, 100),
+    "search.max_attempts": Range(1, 10_000),
+    "budget.minutes": Range(0, MAX_MINUTES, low_open=True),
+    "budget.max_evaluations": Range(1, MAX_EVALUATIONS),
+    "budget.max_tokens": Range(0, 10**12, note="0 = no limit"),
+    "budget.max_cost_usd": Range(0, 1e6, note="0 = no limit"),
+    "evaluation.workers": Range(1, MAX_WORKERS),
+    "evaluation.cascade_threshold": Range(0, 10),
+    "evaluation.cascade_timeout_s": Range(0, DAY_S, note="seconds; 0 = only timeout_s"),
+    "evaluation.timeout_s": Range(0, DAY_S, low_open=True, note="seconds"),
+    "evaluation.memory_mb": Range(256, 2**20, note="MiB"),
+    "llm.timeout_s": Range(0, 3600, low_open=True, note="seconds"),
+    "llm.max_retries": Range(0, 100),
+    "llm.backoff_base_s": Range(0, 3600, note="seconds"),
+    "llm.backoff_max_s": Range(0, 3600, note="seconds"),
+    "llm.temperature": Range(-1, 10, note="< 0: not sent"),
+    "llm.max_output_tokens": Range(0, 10**7, note="0: not sent"),
+    "llm.concurrency": Range(0, MAX_WORKERS, note="0 = automatic"),
+    "llm.offline_fraction": Range(0, 1),
+    "llm.supervisor_interval": Range(0, MAX_EVALUATIONS, note="0 = no reviews"),
+    "tuning.trials": Range(2, 10_000),
+    "tuning.top_fraction": Range(0, 1, low_open=True),
+}
+
+
+def _get(cfg, dotted: str):
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _shown(value, limit: int = 80) -> str:
+    from .hygiene import clean
+    return clean(repr(value), limit)
+
+
+def _check_ranges(cfg) -> None:
+    for key, rng in RANGES.items():
+        value = _get(cfg, key)
+        if not rng.ok(value):
+            raise ConfigError(f"{key!r} must be {rng.text(isinstance(value, int))}, got "
+                              f"{_shown(value)}", key)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, float) and math.isfinite(v)
 
 
 def _models_ok(c) -> bool:
-    return all(isinstance(w, float) and w > 0 for w in c.llm.models.values())
+    return all(_finite(w) and 0 < w <= 1e6 for w in c.llm.models.values())
 
 
 def _prices_ok(c) -> bool:
-    return all(isinstance(p, list) and len(p) == 2 and min(p) >= 0 for p in c.llm.prices.values())
+    return all(isinstance(p, list) and len(p) == 2 and all(_finite(x) and 0 <= x <= 1e6
+                                                          for x in p)
+               for p in c.llm.prices.values())
 
 
 def _prices_cover_models(c) -> bool:
@@ -214,71 +308,206 @@ def _prices_cover_models(c) -> bool:
     return all(m in c.llm.prices for m in used if m)
 
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}")
+_URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
+_SCHEDULER = re.compile(r"([a-z][a-z0-9+.-]*://)?[^\s/:]+(:\d{1,5})?/?")
+
+
+def _printable(text: str, limit: int = 4096) -> bool:
+    return len(text) <= limit and text.isprintable()
+
+
 RULES = [
-    ("tuning.trials", lambda c: c.tuning.trials >= 2, "must be >= 2"),
-    ("tuning.top_fraction", lambda c: 0 < c.tuning.top_fraction <= 1, "must be in (0, 1]"),
-    ("search.islands", lambda c: c.search.islands >= 1, "must be >= 1"),
-    ("search.island_capacity", lambda c: c.search.island_capacity >= 2, "must be >= 2"),
-    ("search.tournament", lambda c: c.search.tournament >= 1, "must be >= 1"),
-    ("search.migration_interval", lambda c: c.search.migration_interval >= 1, "must be >= 1"),
-    ("search.migration_k", lambda c: c.search.migration_k >= 0, "must be >= 0"),
-    ("search.seeds", lambda c: len(c.search.seeds) >= 1, "needs at least one seed program"),
-    ("search.inspirations", lambda c: c.search.inspirations >= 0, "must be >= 0"),
-    ("search.max_attempts", lambda c: c.search.max_attempts >= 1, "must be >= 1"),
-    ("budget.minutes", lambda c: c.budget.minutes > 0, "must be > 0"),
-    ("budget.max_evaluations", lambda c: c.budget.max_evaluations >= 1, "must be >= 1"),
-    ("evaluation.workers", lambda c: c.evaluation.workers >= 1, "must be >= 1"),
-    ("evaluation.cascade_threshold", lambda c: 0 <= c.evaluation.cascade_threshold <= 10,
-     "must be between 0 and 10"),
-    ("evaluation.timeout_s", lambda c: c.evaluation.timeout_s > 0, "must be > 0"),
-    ("evaluation.cascade_timeout_s", lambda c: c.evaluation.cascade_timeout_s >= 0,
-     "must be >= 0 (0 = only timeout_s)"),
-    ("evaluation.memory_mb", lambda c: c.evaluation.memory_mb >= 256, "must be >= 256"),
+    ("name", lambda c: _NAME.fullmatch(c.name) is not None,
+     "must be 1 to 100 letters, digits or . _ + - (it names the folder runs/<name>)"),
+    ("out", lambda c: _printable(c.out) and "\x00" not in c.out,
+     "must be a folder path (printable, at most 4096 characters)"),
+    ("search.seeds", lambda c: len(c.search.seeds) <= MAX_SEEDS,
+     f"holds at most {MAX_SEEDS} seed programs"),
+    ("search.seeds", lambda c: len(set(c.search.seeds)) == len(c.search.seeds),
+     "lists a seed twice"),
+    ("search.migration_k", lambda c: c.search.migration_k <= c.search.island_capacity,
+     "must be <= search.island_capacity"),
     ("evaluation.executor", lambda c: c.evaluation.executor in ("local", "dask-local", "dask"),
      "must be 'local', 'dask-local' or 'dask'"),
     ("evaluation.scheduler", lambda c: c.evaluation.executor != "dask" or bool(c.evaluation.scheduler),
      "is needed with executor 'dask' (e.g. --scheduler tcp://HOST:8786)"),
-    ("budget.max_tokens", lambda c: c.budget.max_tokens >= 0, "must be >= 0 (0 = no limit)"),
-    ("budget.max_cost_usd", lambda c: c.budget.max_cost_usd >= 0, "must be >= 0 (0 = no limit)"),
+    ("evaluation.scheduler", lambda c: not c.evaluation.scheduler or
+     _SCHEDULER.fullmatch(c.evaluation.scheduler) is not None,
+     "must be a Dask scheduler address such as tcp://HOST:8786"),
     ("llm.mode", lambda c: c.llm.mode in ("offline", "openai"), "must be 'offline' or 'openai'"),
     ("llm.models", lambda c: c.llm.mode == "offline" or len(c.llm.models) >= 1,
      "needs at least one model when llm.mode is 'openai' (e.g. --model NAME)"),
-    ("llm.models", _models_ok, "weights must be numbers > 0 (model name = weight)"),
+    ("llm.models", _models_ok, "weights must be numbers > 0 and <= 1e6 (model name = weight)"),
+    ("llm.models", lambda c: len(c.llm.models) <= 100 and all(
+        k.strip() and _printable(k, 200) for k in c.llm.models), "model names must be "
+     "1 to 200 printable characters, at most 100 models"),
+    ("llm.base_url", lambda c: not c.llm.base_url or _URL.fullmatch(c.llm.base_url) is not None,
+     "must be an http:// or https:// URL (e.g. http://localhost:8000/v1), or empty"),
     ("llm.api_key_env", lambda c: re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c.llm.api_key_env) is not None,
      "must be the name of an environment variable (e.g. OPENAI_API_KEY), not the key itself"),
-    ("llm.timeout_s", lambda c: c.llm.timeout_s > 0, "must be > 0"),
-    ("llm.max_retries", lambda c: c.llm.max_retries >= 0, "must be >= 0"),
-    ("llm.backoff_base_s", lambda c: c.llm.backoff_base_s >= 0, "must be >= 0"),
     ("llm.backoff_max_s", lambda c: c.llm.backoff_max_s >= c.llm.backoff_base_s,
      "must be >= llm.backoff_base_s"),
-    ("llm.max_output_tokens", lambda c: c.llm.max_output_tokens >= 0, "must be >= 0"),
-    ("llm.concurrency", lambda c: c.llm.concurrency >= 0, "must be >= 0"),
-    ("llm.offline_fraction", lambda c: 0 <= c.llm.offline_fraction <= 1,
-     "must be between 0 and 1"),
-    ("llm.supervisor_interval", lambda c: c.llm.supervisor_interval >= 0, "must be >= 0"),
-    ("llm.prices", _prices_ok, "each model needs [input, output] USD per million tokens, >= 0"),
+    ("llm.prices", _prices_ok, "each model needs [input, output] USD per million tokens, "
+     "from 0 to 1e6"),
     ("llm.prices", _prices_cover_models,
      "needs a price for every model used when budget.max_cost_usd is set"),
-    ("seed", lambda c: c.seed >= 0, "must be >= 0"),
-    ("report.split", _report_split_ok,
-     "must be one of the problem's splits (test, validation, train, quick)"),
+    ("llm.prompts_dir", lambda c: not c.llm.prompts_dir or Path(c.llm.prompts_dir).is_dir(),
+     "must be an existing folder of prompt templates, or empty"),
 ]
 
 
-def validate(cfg: RunConfig) -> RunConfig:
+def _close_to(value: str, known) -> str:
+    import difflib
+    near = difflib.get_close_matches(value, list(known), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def problem_of(cfg):
+    """The Problem `cfg.problem` names, from `glia_evo.problems.get_problem` (whatever it
+    accepts: a built-in name, a registered plug-in...); its refusal is a ConfigError."""
+    from .problems import get_problem
+    try:
+        return get_problem(cfg.problem)
+    except (KeyError, ValueError, LookupError, ImportError, OSError, SyntaxError) as exc:
+        why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        from .hygiene import clean
+        raise ConfigError(f"'problem' = {_shown(cfg.problem)}: {clean(why, 300)}",
+                          "problem") from None
+
+
+def baselines_of(problem) -> list[str]:
+    """The baselines a problem can be seeded with by name."""
+    own = getattr(problem, "baseline_names", None)
+    if callable(own):
+        return list(own())
+    from sim.policies import baseline_names
+    return baseline_names(problem.name)
+
+
+def default_seeds(problem) -> list[str] | None:
+    """The seed programs a problem brings for a config that names none (None: it has none)."""
+    own = getattr(problem, "seeds", None)
+    return list(own()) if callable(own) else None
+
+
+def is_seed_file(seed: str) -> bool:
+    return seed.endswith(".py")
+
+
+def _check_seed(problem, name: str, files: bool) -> None:
+    if is_seed_file(name):
+        if not files:
+            return
+        reader = getattr(problem, "seed_source", None)
+        if reader is None:
+            raise ConfigError(f"'search.seeds': {_shown(name)}: seed files need a problem that "
+                              f"reads them; name a baseline instead", "search.seeds")
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"'search.seeds': seed file {_shown(name)} not found",
+                              "search.seeds")
+        try:
+            reader(name)
+        except (KeyError, ValueError, OSError) as exc:
+            why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            from .hygiene import clean
+            raise ConfigError(f"'search.seeds': {clean(why, 300)}", "search.seeds") from None
+        return
+    known = baselines_of(problem)
+    if name not in known:
+        raise ConfigError(f"'search.seeds': {_shown(name)} is not a {problem.name} "
+                          f"baseline (known: {', '.join(known) or 'none'}; or a FILE.py)"
+                          f"{_close_to(name, known)}", "search.seeds")
+
+
+def _check_problem(cfg, files: bool = True) -> None:
+    """Names that must exist in the problem: splits and seed programs. `files`: read seed
+    files too (a new run; a resumed run was seeded when it started)."""
+    problem = problem_of(cfg)
+    splits = list(problem.splits)
+    checks = [("evaluation.split", cfg.evaluation.split)]
+    if cfg.evaluation.cascade:
+        checks.append(("evaluation.cascade_split", cfg.evaluation.cascade_split))
+    if cfg.tuning.split:
+        checks.append(("tuning.split", cfg.tuning.split))
+    checks.append(("report.split", cfg.report.split))
+    for key, value in checks:
+        if value not in problem.splits:
+            raise ConfigError(f"{key!r} must be one of the {problem.name} problem's splits "
+                              f"({', '.join(splits)}), got {_shown(value)}"
+                              f"{_close_to(value, splits)}", key)
+    if not cfg.search.seeds:
+        raise ConfigError(f"'search.seeds' needs at least one seed program (the {problem.name} "
+                          f"baselines: {', '.join(baselines_of(problem))})", "search.seeds")
+    for name in cfg.search.seeds:
+        _check_seed(problem, name, files)
+
+
+def validate(cfg: RunConfig, files: bool = True) -> RunConfig:
+    _check_ranges(cfg)
     for key, ok, why in RULES:
         if not ok(cfg):
-            raise ConfigError(f"{key!r} {why}")
+            raise ConfigError(f"{key!r} {why}", key)
+    _check_problem(cfg, files)
     return cfg
 
 
-def from_dict(data: dict) -> RunConfig:
+# --- environment overrides ------------------------------------------------------------------------
+# name -> (unit, low (exclusive), high): read by glia_evo.parallel and glia_evo.dask_executor
+ENVIRONMENT = {
+    "GLIA_EVO_EVAL_TIMEOUT_S": ("seconds", 0.0, DAY_S),
+    "GLIA_EVO_EVAL_CPU_S": ("seconds", 0.0, DAY_S),
+    "GLIA_EVO_EVAL_MEMORY_MB": ("MiB", 0.0, float(2**20)),
+    "GLIA_EVO_DASK_CONNECT_TIMEOUT_S": ("seconds", 0.0, DAY_S),
+    "GLIA_EVO_DASK_WORKER_WAIT_S": ("seconds", 0.0, DAY_S),
+    "GLIA_EVO_DASK_IDLE_POOL_S": ("seconds", 0.0, DAY_S),
+}
+
+
+def check_environment(environ=None) -> None:
+    """The GLIA_EVO_* variables that set limits: a positive, finite number in range, or unset
+    (or empty). Checked when the command line starts, before anything runs."""
+    environ = os.environ if environ is None else environ
+    for name, (unit, low, high) in ENVIRONMENT.items():
+        text = environ.get(name)
+        if text is None or not text.strip():
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        shown = _shown(text, 60)
+        if not value > low:
+            raise ConfigError(f"{name} must be a positive number of {unit}, got {shown}", name)
+        if not value <= high:
+            raise ConfigError(f"{name} must be a positive number of {unit} up to {_num(high)}, "
+                              f"got {shown}", name)
+
+
+def from_dict(data: dict, files: bool = True) -> RunConfig:
+    """A validated RunConfig from TOML data. A config that names no seeds gets its problem's
+    default seed programs. `files=True` (a new run) reads seed files, and makes their paths
+    absolute so the run folder's config.toml finds them from anywhere."""
     cfg = RunConfig()
     _check(cfg, "", data)
-    return validate(cfg)
+    search = data.get("search")
+    if not (isinstance(search, dict) and "seeds" in search):
+        seeds = default_seeds(problem_of(cfg))
+        if seeds:
+            cfg.search.seeds = seeds
+    validate(cfg, files)
+    if files:
+        cfg.search.seeds = [str(Path(s).expanduser().resolve()) if is_seed_file(s) else s
+                            for s in cfg.search.seeds]
+    return cfg
 
 
-def load(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def load(path: str | Path | None, overrides: dict | None = None,
+         files: bool = True) -> RunConfig:
     """Read a TOML file (or defaults when None) and apply dotted-key overrides from the CLI."""
     data: dict = {}
     if path is not None:
@@ -286,15 +515,26 @@ def load(path: str | Path | None, overrides: dict | None = None) -> RunConfig:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1000} kB; a run "
+                                  f"configuration is a short TOML file")
+            data = tomllib.loads(raw.decode("utf-8-sig"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except (OSError, RecursionError) as exc:
+            raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") \
+                from None
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         node = data
         *parents, leaf = dotted.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                name = ".".join(parents[:i + 1])
+                raise ConfigError(f"{name!r} must be a table ([{name}])", name)
         node[leaf] = value
-    return from_dict(data)
+    return from_dict(data, files)

@@ -90,6 +90,7 @@ def _uses_rng(source: str) -> bool:
 def export(run_dir: Path, out: Path, candidate_id: str | None, problem_name: str,
            split: str) -> Candidate:
     """Write the module for `candidate_id` (default: the best candidate) and return it."""
+    check_out(out)
     try:
         store = Store(run_dir / "state.sqlite", create=False)
     except StoreError as exc:
@@ -113,8 +114,56 @@ def export(run_dir: Path, out: Path, candidate_id: str | None, problem_name: str
         text += "\n" + cand.source.rstrip() + "\n"
     finally:
         store.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_module(out, text)
     return cand
+
+
+def check_out(out: Path) -> None:
+    """`--out` names a file that can be written: not a folder, not under a file, not on a
+    virtual or read-only file system. Checked before anything is read or written."""
+    import os
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give a file name such as {out / 'policy.py'}")
+    if out.name in ("", ".", ".."):
+        raise ExportError(f"--out {out}: give a file name such as policy.py")
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ExportError(f"cannot write {out}: {probe} is a file, not a folder")
+    try:
+        st = os.statvfs(probe)
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
+    if st.f_blocks == 0:
+        raise ExportError(f"cannot write {out}: {probe} is on a virtual file system (like /proc "
+                          f"or /sys)")
+    if st.f_flag & os.ST_RDONLY:
+        raise ExportError(f"cannot write {out}: {probe} is on a read-only file system")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {out}: no permission to write in {probe}")
+
+
+def write_module(out: Path, text: str) -> None:
+    """Written to OUT.tmp and renamed over OUT, so OUT is never half-written; on any failure
+    neither OUT.tmp nor a folder this made is left behind."""
+    check_out(out)
+    made = []
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        made.append(probe)
+        probe = probe.parent
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        try:
+            if tmp.is_file() or tmp.is_symlink():
+                tmp.unlink()
+            for folder in made:                   # the innermost first
+                folder.rmdir()
+        except OSError:
+            pass
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None

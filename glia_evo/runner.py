@@ -36,23 +36,78 @@ class RunError(Exception):
 
 
 def start(cfg: RunConfig, progress: bool = True) -> int:
+    """A new run in cfg.run_dir(). The configuration was validated when it was read; a run that
+    then fails to set up (an executor that cannot start, a store that cannot be created) leaves
+    no run folder behind, so the same command runs once the cause is fixed."""
     run_dir = cfg.run_dir()
     if (run_dir / STATE_FILE).exists():
         raise RunError(f"{run_dir} already holds a run: continue it with `glia-evo resume "
                        f"{run_dir}` or choose another folder with --out")
     check_llm(cfg)
     check_sandbox(cfg)
+    check_run_folder(run_dir)
     check_free_space(run_dir, "start")
+    created = _Created(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.out = str(run_dir)
         cfg.dump(run_dir / CONFIG_FILE)
     except OSError as exc:
+        created.undo()
         if disk_full_reason(exc):
             return disk_full(run_dir, disk_full_reason(exc))
         raise RunError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") \
             from None
-    return _run(cfg, run_dir, progress)
+    return _run(cfg, run_dir, progress, created=created)
+
+
+class _Created:
+    """What a new run adds to its folder, to be taken back when it fails to set up."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.existed = run_dir.is_dir()
+        self.before = set(os.listdir(run_dir)) if self.existed else set()
+
+    def undo(self) -> None:
+        import shutil
+        try:
+            if not self.existed:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                return
+            for name in set(os.listdir(self.run_dir)) - self.before:
+                path = self.run_dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """The run folder can be made and written: not a file, not under one, not on a virtual file
+    system such as /proc or /sys (whose "free space" is 0), not read-only. Nothing is created."""
+    probe = run_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    where = "" if probe == run_dir else f" (under {probe})"
+    if probe.exists() and not probe.is_dir():
+        raise RunError(f"cannot make the run folder {run_dir}: {probe} is a file, not a folder")
+    try:
+        st = os.statvfs(probe)
+    except OSError as exc:
+        raise RunError(f"cannot use the run folder {run_dir}: {exc.strerror or exc}") from None
+    if st.f_blocks == 0:
+        raise RunError(f"cannot make the run folder {run_dir}{where}: {probe} is on a virtual "
+                       f"file system (like /proc or /sys) that cannot hold files; choose "
+                       f"another folder with --out")
+    if st.f_flag & os.ST_RDONLY:
+        raise RunError(f"cannot make the run folder {run_dir}{where}: {probe} is on a "
+                       f"read-only file system; choose another folder with --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(f"cannot make the run folder {run_dir}{where}: no permission to write "
+                       f"in {probe}; choose another folder with --out")
 
 
 def check_llm(cfg: RunConfig) -> None:
@@ -100,7 +155,17 @@ def check_sandbox(cfg: RunConfig) -> None:
     print(f"glia-evo: warning: {warning}", file=sys.stderr)
 
 
-def resume(run_dir: Path, overrides: dict, progress: bool = True) -> int:
+def resume(run_dir: Path, overrides: dict, progress: bool = True, report: bool = True) -> int:
+    """Continue a run. The budget rule: `--max-evaluations N` larger than the run's evaluation
+    budget, without `--minutes`, lifts the old time budget (the run then stops at N
+    evaluations, or on Ctrl-C); `--minutes M` sets the whole run's time budget to M."""
+    before = load_run_config(run_dir)
+    overrides = dict(overrides)
+    lifted = ("budget.max_evaluations" in overrides and "budget.minutes" not in overrides
+              and overrides["budget.max_evaluations"] > before.budget.max_evaluations
+              and before.budget.minutes < config_mod.MAX_MINUTES)
+    if lifted:
+        overrides["budget.minutes"] = config_mod.MAX_MINUTES
     cfg = load_run_config(run_dir, overrides)
     check_llm(cfg)
     check_sandbox(cfg)
@@ -112,18 +177,60 @@ def resume(run_dir: Path, overrides: dict, progress: bool = True) -> int:
             if disk_full_reason(exc):
                 return disk_full(run_dir, disk_full_reason(exc))
             raise
+    print(resume_line(run_dir, cfg, before, lifted), flush=True)
+    if not report:
+        cfg.report.at_end = False       # this session only: config.toml keeps its [report]
     return _run(cfg, run_dir, progress)
 
 
 def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
     if not (run_dir / STATE_FILE).exists() or not (run_dir / CONFIG_FILE).exists():
         raise RunError(f"{run_dir} is not a glia-evo run folder (no {STATE_FILE} / {CONFIG_FILE})")
-    cfg = config_mod.load(run_dir / CONFIG_FILE, overrides)
+    cfg = config_mod.load(run_dir / CONFIG_FILE, overrides, files=False)
     cfg.out = str(run_dir)
     return cfg
 
 
-def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
+def budget_text(b) -> str:
+    parts = [f"{b.max_evaluations} evaluations"]
+    parts.append("no time limit" if b.minutes >= config_mod.MAX_MINUTES
+                 else f"{b.minutes:g} min")
+    if b.max_tokens:
+        parts.append(f"{b.max_tokens} tokens")
+    if b.max_cost_usd:
+        parts.append(f"${b.max_cost_usd:g}")
+    return ", ".join(parts)
+
+
+def resume_line(run_dir: Path, cfg: RunConfig, before: RunConfig, lifted: bool) -> str:
+    """The line that starts a resume: where the run stands and the budget that now applies."""
+    done = used_min = None
+    try:
+        store = Store(run_dir / STATE_FILE, create=False)
+        try:
+            done = int(store.get_meta("evaluations", 0)) + int(store.get_meta("trials", 0))
+            used_min = float(store.get_meta("elapsed_s", 0.0)) / 60
+        finally:
+            store.close()
+    except (StoreError, OSError, ValueError, TypeError):
+        pass
+    line = f"resume: {run_dir}"
+    if done is not None:
+        line += f" at {done} evaluations (tuning trials included), {used_min:.1f} min searched"
+    line += f"; budget for the whole run: {budget_text(cfg.budget)}"
+    if lifted:
+        line += (f" (the old {before.budget.minutes:g}-min time budget is lifted by the larger "
+                 f"--max-evaluations; pass --minutes to keep one)")
+    elif used_min is not None and cfg.budget.minutes * 60 <= used_min * 60 + 1:
+        line += (f" -- the time budget is already used up: pass --minutes (more than "
+                 f"{used_min:.1f}) to go on")
+    return line
+
+
+def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | None" = None
+         ) -> int:
+    """`created`: a new run's folder, removed again if the run fails before its first
+    evaluation for a reason other than a full disk (so the corrected command can run)."""
     from .executors import make_executor
 
     try:
@@ -131,7 +238,13 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
     except OSError as exc:
         raise RunError(f"cannot repair {run_dir / 'optuna.journal'}: {exc}") from None
     display = Display(cfg, enabled=progress)
-    pool = make_executor(cfg.evaluation)
+    try:
+        pool = make_executor(cfg.evaluation)
+    except BaseException:
+        display.close()
+        if created is not None:
+            created.undo()
+        raise
     try:
         engine = Engine(cfg, run_dir, pool, progress=display.update)
     except Exception as exc:
@@ -139,6 +252,8 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
         display.close()
         if disk_full_reason(exc):
             return disk_full(run_dir, disk_full_reason(exc))
+        if created is not None:
+            created.undo()
         if isinstance(exc, StoreError):
             raise RunError(str(exc)) from None
         raise
@@ -177,7 +292,10 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
         display.close()
         reason = disk_full_reason(failure)
         if reason is None:
+            nothing_done = created is not None and _evaluations(engine) == 0
             _close(engine)
+            if nothing_done:
+                created.undo()
             if isinstance(failure, EngineError):
                 raise RunError(str(failure)) from None
             raise failure
@@ -212,6 +330,13 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool) -> int:
           f"--policy {run_dir / 'best.py'} --split test   |   glia-evo export {run_dir} --out "
           f"policy.py   |   glia-evo ui {run_dir}   |   glia-evo resume {run_dir} --minutes 30")
     return rc
+
+
+def _evaluations(engine: Engine) -> int | None:
+    try:
+        return engine.evaluations + engine.tuning.trials
+    except Exception:   # noqa: BLE001
+        return None
 
 
 def _close(engine: Engine, tracking_timeout_s: float = 120.0) -> Exception | None:
@@ -288,7 +413,7 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
             why = (f"the disk holding {run_dir} is full ({reason}); free some space and run "
                    f"{again}")
         elif isinstance(exc, ReportError):
-            why = str(exc)
+            why = f"{exc}; the run is saved: try again with {again}"
         else:
             why = f"{type(exc).__name__}: {exc}; the run is saved: try again with {again}"
         print(f"glia-evo: no held-out report: {why}", file=sys.stderr, flush=True)

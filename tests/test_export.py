@@ -1,5 +1,6 @@
 """Export the best candidate as a standalone module and reproduce its fitness exactly."""
 import json
+import os
 import subprocess
 import sys
 
@@ -69,3 +70,24 @@ def test_export_errors_are_one_line(tmp_path):
     proc = glia("export", str(tmp_path), "--out", str(tmp_path / "x.py"))
     assert proc.returncode == 2 and "not a glia-evo run folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_export_to_a_folder_or_an_impossible_place_is_one_line(tmp_path):
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text(small_run_toml("exp", 2, search={"islands": 1, "seeds": ["llq"]}))
+    run = tmp_path / "run"
+    assert glia("run", str(cfg), "--out", str(run), "--quiet").returncode == 0
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    (tmp_path / "afile").write_text("x")
+    for out, fragment in [(folder, "is a folder; give a file name"),
+                          ("/proc/glia-evo-export.py", "virtual file system"),
+                          (tmp_path / "afile" / "p.py", "is a file, not a folder")]:
+        proc = glia("export", str(run), "--out", str(out), timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        [line] = proc.stderr.strip().splitlines()
+        assert line.startswith("glia-evo: error: ") and fragment in line, line
+    assert sorted(os.listdir(tmp_path)) == ["afile", "existing", "exp.toml", "run"]
+    assert os.listdir(folder) == []                       # no existing.tmp, nothing inside
+    nested = tmp_path / "new" / "dir" / "p.py"             # missing folders are made
+    assert glia("export", str(run), "--out", str(nested)).returncode == 0 and nested.is_file()
