@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="the MLflow UI for a run, on 127.0.0.1")
     ui.add_argument("dir", type=Path)
-    ui.add_argument("--port", type=_positive_int, default=5000)
+    ui.add_argument("--port", type=_port, default=None,
+                    help="1 to 65535 (default: 5000, or the next free port after it)")
 
     st = sub.add_parser("status", help="where a search stands")
     st.add_argument("dir", type=Path)
@@ -455,7 +456,7 @@ def cmd_report(args) -> int:
 def cmd_ui(args) -> int:
     from .ui import serve
     try:
-        return serve(args.dir, args.port)
+        return serve(args.dir, args.port or 5000)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from None
 
