@@ -37,7 +37,7 @@ from . import analyst
 from .config import RunConfig
 from .evaluation import EvalResult
 from .events import EventLog, read_events
-from .jobs import EvalJob, evaluate_job, reference_job
+from .jobs import EvalJob, evaluate_job, reference_job, warm as warm_job
 from .parallel import outcome_to_result
 from .operators.offline import for_problem
 from .tracking import Tracker
@@ -270,6 +270,9 @@ class Engine:
         job; the trace lengths (`self.completed`) check that every request completed."""
         e = self.cfg.evaluation
         splits = (e.split, e.cascade_split) if e.cascade else (e.split,)
+        warm = getattr(self.pool, "warm", None)     # a fork server: jobs start with these loaded
+        if warm is not None:
+            warm(warm_job, getattr(self.problem, "key", self.problem.name), splits)
         saved = self.store.get_meta(REFERENCE_KEY)
         if saved and saved.get("splits") == list(splits):
             self.completed = saved.get("completed") or {}

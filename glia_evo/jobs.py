@@ -46,6 +46,36 @@ def reference_job(problem_name: str, splits: tuple[str, ...]) -> dict:
     return {"values": values, "completed": completed}
 
 
+def warm(problem_name: str, splits: tuple[str, ...]) -> None:
+    """Preload a fork server (`sandbox.WorkerPool.warm`) with what every job of a search needs:
+    the modules an evaluation imports, the problem's scenarios and every instance's workload of
+    `splits` (parsed traces are cached per process), its clusters, and one simulation of the
+    reference baseline on the smallest instance (lazily initialised code paths). Trusted code
+    only: it runs in the server, before any candidate's job is forked from it."""
+    from sandbox import compile_policy
+    from .evaluation import reference_metrics
+    problem = get_problem(problem_name)
+    smallest, size = None, None
+    for split in splits:
+        for inst in problem.split(split):
+            n = len(inst.workload())
+            inst.cluster()
+            if size is None or n < size:
+                smallest, size = inst, n
+    source = problem_baseline_source(problem, problem.reference)
+    compile_policy(source, problem.entrypoints, seed=0)
+    if smallest is not None:
+        reference_metrics(problem, smallest)
+
+
+def problem_baseline_source(problem, name: str) -> str:
+    method = getattr(problem, "baseline_source", None)
+    if callable(method):
+        return method(name)
+    from sim.policies import baseline_source
+    return baseline_source(problem.name, name)
+
+
 def evaluate_job(job: EvalJob) -> dict:
     """One candidate in one sandbox process: the cascade's two stages run here in sequence
     (`glia_evo.cascade` judges them), so the engine needs one job per candidate. Returns the
