@@ -15,7 +15,6 @@ from functools import partial
 from pathlib import Path
 
 from sim import TraceError, load_trace
-from sim.policies import baseline_names, baseline_source
 
 from .evaluation import EvalResult
 from .hygiene import clean
@@ -114,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="simulate one policy (a baseline or a FILE.py)")
     sim.add_argument("--problem",
-                     help="routing, scheduling or autoscaling (default: the problem whose entry "
+                     help=f"{PROBLEM_HELP} (default: the problem whose entry "
                           "point the policy file defines, or whose baseline it names; else "
                           "routing)")
     sim.add_argument("--policy", required=True, help="a baseline name or a candidate FILE.py")
@@ -134,12 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     base = sub.add_parser("baselines", help="compare all baselines of a problem")
     base.add_argument("--problem", default="routing",
-                      help="routing (default), scheduling or autoscaling")
+                      help=f"{PROBLEM_HELP} (default: routing)")
     _scenario_args(base)
 
     run = sub.add_parser("run", help="start a search (offline by default)")
     run.add_argument("config", nargs="?", type=Path, help="a run configuration (TOML)")
-    run.add_argument("--problem", help="routing, scheduling or autoscaling")
+    run.add_argument("--problem", help=PROBLEM_HELP)
     run.add_argument("--out", help="run folder (default runs/<name>)")
     _budget_args(run)
     run.add_argument("--llm", choices=["offline", "openai"], help="who proposes programs")
@@ -220,6 +219,10 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+PROBLEM_HELP = ("a built-in problem (routing, scheduling, autoscaling), an installed plug-in's "
+                "name, or FILE.py:NAME")
+
+
 def _problem(name: str) -> Problem:
     try:
         return get_problem(name)
@@ -244,6 +247,9 @@ def _instances(problem: Problem, args) -> list[Instance]:
     except KeyError as exc:
         raise UserError(exc.args[0]) from None
     trace = getattr(args, "trace", None)
+    if trace is not None and not problem.simulated:
+        raise UserError(f"--trace replays requests on a simulated cluster; the {problem.name} "
+                        f"problem has its own evaluate()")
     if trace is not None:
         load_trace(trace)     # validate here: TraceError is a user error, reported by main()
         scenario = Scenario(f"trace:{trace.name}", f"replay of {trace}", scenario.cluster,
@@ -286,7 +292,7 @@ def _policy_source(problem: Problem, policy: str) -> tuple[str, str]:
     if policy.endswith(".py") or os.sep in policy:
         return Path(policy).name, read_policy_file(policy)
     try:
-        return policy, baseline_source(problem.name, policy)
+        return policy, problem.baseline_source(policy)
     except KeyError as exc:
         raise UserError(exc.args[0]) from None
 
@@ -312,16 +318,16 @@ def result_json(problem: Problem, policy: str, result: EvalResult) -> dict:
 def infer_problem(policy: str) -> str:
     """The problem a policy belongs to, when that is unambiguous: a FILE.py defining exactly one
     problem's entry point (read, not run), or a baseline name only one problem has."""
-    from sim.policies import ENTRYPOINTS
+    from .problems import PROBLEMS
     if policy.endswith(".py") or os.sep in policy:
         try:       # bounded and never parsed here: the sandbox's compiler does that
             text = read_policy_file(policy)
         except UserError:
             return "routing"      # reading it again reports the problem properly
         defined = set(_TOP_LEVEL_DEF.findall(text))
-        matches = [p for p, entries in ENTRYPOINTS.items() if set(entries) <= defined]
+        matches = [n for n, p in PROBLEMS.items() if set(p.entrypoints) <= defined]
     else:
-        matches = [p for p in ENTRYPOINTS if policy in baseline_names(p)]
+        matches = [n for n, p in PROBLEMS.items() if policy in p.baseline_names()]
     return matches[0] if len(matches) == 1 else "routing"
 
 
@@ -348,9 +354,9 @@ def cmd_simulate(args) -> int:
 
 def cmd_baselines(args) -> int:
     problem = _problem(args.problem)
-    names = baseline_names(problem.name)
+    names = problem.baseline_names()
     instances = _instances(problem, args)
-    sources = [baseline_source(problem.name, n) for n in names]
+    sources = [problem.baseline_source(n) for n in names]
     results = evaluate_many(sources, problem, instances, workers=args.workers,
                             progress=_progress(args))
     if args.json:
@@ -401,7 +407,7 @@ def cmd_run(args) -> int:
                  "tuning.enabled": False if args.no_tuning else None,
                  "report.at_end": False if args.no_report else None}
     cfg = load_config(args.config, overrides)
-    _problem(cfg.problem)
+    cfg.problem = _problem(cfg.problem).key    # a FILE.py:NAME problem, found from any folder
     return runner.start(cfg, progress=not args.quiet)
 
 

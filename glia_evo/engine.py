@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from population import DERIVED_OPERATORS, Candidate, Islands, Store, code_hash
-from sim import policies as shipped_policies
-from sim.policies import baseline_source
 
 from . import analyst
 from .config import RunConfig
@@ -256,7 +254,7 @@ class Engine:
         with self.store.transaction():
             for island in range(self.cfg.search.islands):
                 for name in self.cfg.search.seeds:
-                    cand = Candidate(source=baseline_source(self.problem.name, name),
+                    cand = Candidate(source=self.problem.seed_source(name),
                                      island=island, operator="seed", rationale=f"baseline {name}",
                                      extra={"baseline": name})
                     self.store.add(cand)
@@ -278,7 +276,7 @@ class Engine:
             self.completed = saved.get("completed") or {}
             return saved["values"]
         for attempt in range(REFERENCE_ATTEMPTS):   # a job killed from outside: run it again
-            outcome = self.pool.submit(reference_job, self.problem.name, splits).result()
+            outcome = self.pool.submit(reference_job, self.problem.key, splits).result()
             if outcome.status not in ("crashed", "timeout"):
                 break
             self.events.write("reference_retry", attempt=attempt + 1, error=outcome.error)
@@ -665,7 +663,7 @@ class Engine:
         numbers; `glia-evo simulate` and tuning trials do the same, so fitness reproduces)."""
         e = self.cfg.evaluation
         bar = cand.extra.get("parent_stage1") if cand.operator != "seed" else None
-        return EvalJob(source=cand.source, problem=self.problem.name, split=e.split,
+        return EvalJob(source=cand.source, problem=self.problem.key, split=e.split,
                        seed=0, cascade=e.cascade and cand.operator != "seed",
                        cascade_split=e.cascade_split, threshold=e.cascade_threshold,
                        bar_fitness=bar if bar is not None else 1.0,
@@ -687,7 +685,7 @@ class Engine:
         language layer, or a lucky race, does not survive a second process. Shipped baselines
         are trusted code and skip this. Returns why it failed, or None."""
         if cand.operator == "seed" and cand.extra.get("baseline") and cand.source == \
-                shipped_policies.baseline_source(self.problem.name, cand.extra["baseline"]):
+                self.problem.baseline_source(cand.extra["baseline"]):
             return None
         cascade_split = job.cascade_split if job.cascade else None
         for _ in range(2):      # a second job killed from outside (not by itself) runs again
@@ -724,7 +722,7 @@ class Engine:
 
     def _submit_trial(self) -> None:
         split, cascade = self._trial_cascade()
-        trial, job, cached = self.tuning.next_job(self.problem.name, split,
+        trial, job, cached = self.tuning.next_job(self.problem.key, split,
                                                   tuple(sorted(self.reference.items())),
                                                   cascade=cascade)
         if cached is not None:       # the same knobs on the same code: told, never run again
@@ -772,7 +770,7 @@ class Engine:
             return
         if self._would_be_best(child.fitness):     # its best trial, again, in a fresh process
             split, cascade = self._trial_cascade()
-            job = trial_job(parent, study.best["knobs"], self.problem.name, split,
+            job = trial_job(parent, study.best["knobs"], self.problem.key, split,
                             tuple(sorted(self.reference.items())), cascade)
             why = self._irreproducible(child, job, _as_result(child))
             if why:

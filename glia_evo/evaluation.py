@@ -8,17 +8,20 @@ the order instances run in.
 Entry points by problem: routing -> `route`; scheduling -> `schedule`, with routing fixed to the
 shipped `llq`; autoscaling -> `scale`, with routing fixed to `llq` (`Problem.fixed`). Fixed
 policies are shipped baselines, imported directly; only the candidate runs in the sandbox.
+A problem with its own `evaluate` (not an LLM-serving policy) is handed the candidate's
+sandboxed functions instead of the simulator (`run_own_evaluate`).
 """
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 
 from sandbox import PolicyCompileError, compile_policy, policy_traceback
 from sim import PolicyError, PolicyInvalid, simulate
-from sim.policies import baseline_source, load_trusted
+from sim.policies import load_trusted
 
 from .problems import Instance, Problem
 
@@ -96,7 +99,69 @@ def run_instance(source: str, problem: Problem, instance: Instance, knobs: dict 
     values = resolve_knobs(policy.knob_spec, knobs)
     entrypoints = policy.entrypoints if deadline is None else \
         _with_deadline(policy.entrypoints, deadline)
+    if not problem.simulated:
+        return run_own_evaluate(problem, instance, entrypoints, values)
     return simulate_policies(problem, instance, entrypoints, values, fast)
+
+
+class ProblemFailure(Exception):
+    """A problem's own evaluate() failed, or returned metrics glia-evo cannot use."""
+
+
+@dataclass
+class Outcome:
+    """What a problem's own evaluate() gave for one instance (the shape of sim's SimResult)."""
+    metrics: dict
+    diagnostics: dict = field(default_factory=dict)
+
+
+def _as_policy_errors(entrypoints: dict) -> dict:
+    """The candidate's functions, with anything they raise wrapped in PolicyError (as the
+    simulator does), so it is blamed on the candidate and not on the problem's evaluate()."""
+    def wrapped(name, fn):
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except PolicyInvalid:
+                raise
+            except Exception as exc:
+                raise PolicyError(name, exc) from None
+        return call
+    return {name: wrapped(name, fn) for name, fn in entrypoints.items()}
+
+
+def run_own_evaluate(problem: Problem, instance: Instance, entrypoints: dict,
+                     knobs: dict) -> Outcome:
+    """Run a problem's own evaluate(policy, instance, knobs) and check what it returns: a dict of
+    finite numbers holding the problem's metric (or (metrics, diagnostics), diagnostics JSON)."""
+    try:
+        answer = problem.evaluate(_as_policy_errors(entrypoints), instance, dict(knobs))
+    except (PolicyError, PolicyInvalid):
+        raise
+    except Exception as exc:
+        raise ProblemFailure(f"the problem's evaluate() failed: {type(exc).__name__}: "
+                             f"{exc}") from None
+    metrics, diagnostics = answer if isinstance(answer, tuple) and len(answer) == 2 \
+        else (answer, {})
+    if not isinstance(metrics, dict):
+        raise ProblemFailure(f"the problem's evaluate() returned a {type(metrics).__name__}, "
+                             f"not a dict of metrics")
+    clean = {}
+    for key, value in metrics.items():
+        if not isinstance(key, str) or isinstance(value, bool) or \
+                not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ProblemFailure(f"the problem's evaluate() returned metric {key!r} = "
+                                 f"{value!r}; metrics are finite numbers")
+        clean[key] = float(value)
+    if problem.metric not in clean:
+        raise ProblemFailure(f"the problem's evaluate() returned no {problem.metric!r} "
+                             f"(it returned: {', '.join(clean) or 'nothing'})")
+    try:
+        diagnostics = json.loads(json.dumps(diagnostics or {}, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ProblemFailure(f"the problem's evaluate() returned diagnostics that are not "
+                             f"plain JSON data: {exc}") from None
+    return Outcome(clean, diagnostics if isinstance(diagnostics, dict) else {})
 
 
 def simulate_policies(problem: Problem, instance: Instance, entrypoints: dict, knobs: dict,
@@ -121,14 +186,14 @@ def simulate_policies(problem: Problem, instance: Instance, entrypoints: dict, k
 
 def reference_metrics(problem: Problem, instance: Instance, fast: bool = True) -> dict:
     """The reference baseline's metrics on an instance (fitness 1.0), computed once per process."""
-    return _reference_metrics(problem.name, instance, fast)
+    return _reference_metrics(problem.key, instance, fast)
 
 
 @functools.lru_cache(maxsize=256)
-def _reference_metrics(problem_name: str, instance: Instance, fast: bool) -> dict:
+def _reference_metrics(problem_key: str, instance: Instance, fast: bool) -> dict:
     from .problems import get_problem
-    problem = get_problem(problem_name)
-    source = baseline_source(problem.name, problem.reference)
+    problem = get_problem(problem_key)
+    source = problem.baseline_source(problem.reference)
     return run_instance(source, problem, instance, None, seed=0, fast=fast).metrics
 
 
@@ -159,6 +224,8 @@ def evaluate(source: str, problem: Problem, instances: list[Instance], *,
             ratios.append(ref / value if value > 0 else 0.0)
     except PolicyCompileError as exc:
         result.status, result.error, result.line = "error", str(exc), exc.line
+    except ProblemFailure as exc:
+        result.status, result.error = "error", f"{instance.name}: {exc}"
     except KnobError as exc:
         result.status, result.error = "invalid", str(exc)
     except PolicyInvalid as exc:

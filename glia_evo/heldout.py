@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 from population import Store, StoreError
-from sim.policies import baseline_names, baseline_source
 
 from .parallel import evaluate_many
 from .problems import get_problem
@@ -45,8 +44,8 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
         instances = problem.split(split)
     except KeyError as exc:
         raise ReportError(exc.args[0]) from None
-    names = baseline_names(problem.name) if include_baselines else [problem.reference]
-    sources = [best.source] + [baseline_source(problem.name, n) for n in names]
+    names = problem.baseline_names() if include_baselines else [problem.reference]
+    sources = [best.source] + [problem.baseline_source(n) for n in names]
     results = _evaluate(sources, names, problem, split, instances, workers, progress)
     rows = [{"policy": f"best ({best.id})", "status": results[0].status,
              "fitness": results[0].fitness, "error": results[0].error,

@@ -157,7 +157,7 @@ def outcome_to_result(outcome: JobOutcome, instance: Instance | str, pool: Worke
 
 # --- the reference cache ---------------------------------------------------------------------------
 def _cached_reference(problem: Problem, instance: Instance) -> dict | None:
-    key = (problem.name, instance)
+    key = (problem.key, instance)
     metrics = _references.get(key)
     if metrics is not None:
         _references.move_to_end(key)
@@ -174,7 +174,7 @@ def _reference_checked(problem: Problem, instance: Instance, metrics) -> dict:
 
 
 def _remember_reference(problem: Problem, instance: Instance, metrics: dict) -> None:
-    _references[(problem.name, instance)] = metrics
+    _references[(problem.key, instance)] = metrics
     while len(_references) > _REFERENCE_CACHE_SIZE:
         _references.popitem(last=False)
 

@@ -9,27 +9,8 @@ from rich.table import Table
 from .evaluation import EvalResult
 from .problems import Problem, Scenario
 
-COLUMNS = [("mean_e2e_s", "mean e2e s", "{:.2f}"), ("p50_e2e_s", "p50 e2e s", "{:.2f}"),
-           ("p99_e2e_s", "p99 e2e s", "{:.1f}"), ("mean_ttft_s", "mean TTFT s", "{:.2f}"),
-           ("mean_tpot_s", "TPOT s", "{:.3f}"), ("throughput_rps", "req/s", "{:.2f}"),
-           ("restarts", "restarts", "{:.0f}"), ("slo_attainment", "SLO", "{:.1%}")]
-PROBLEM_COLUMNS = {
-    "scheduling": [("mean_e2e_s", "mean e2e s", "{:.2f}"), ("p50_e2e_s", "p50 e2e s", "{:.2f}"),
-                   ("p99_e2e_s", "p99 e2e s", "{:.1f}"), ("mean_ttft_s", "mean TTFT s", "{:.2f}"),
-                   ("mean_wait_s", "mean wait s", "{:.2f}"),
-                   ("max_wait_s", "max wait s", "{:.1f}"), ("starved", "starved", "{:.1f}"),
-                   ("restarts", "restarts", "{:.0f}")],
-    "autoscaling": [("penalized_gpu_seconds", "penalised cost", "{:,.0f}"),
-                    ("gpu_seconds", "GPU s", "{:,.0f}"), ("mean_replicas", "mean replicas",
-                                                          "{:.2f}"),
-                    ("peak_replicas", "peak", "{:.1f}"), ("cold_starts", "cold starts", "{:.1f}"),
-                    ("slo_attainment", "SLO", "{:.1%}"), ("p99_ttft_s", "p99 TTFT s", "{:.2f}"),
-                    ("mean_e2e_s", "mean e2e s", "{:.2f}")],
-}
-
-
 def columns(problem: Problem) -> list[tuple[str, str, str]]:
-    return PROBLEM_COLUMNS.get(problem.name, COLUMNS)
+    return list(problem.report_columns())
 
 
 def _fitness(value: float) -> str:

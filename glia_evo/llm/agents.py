@@ -15,21 +15,12 @@ from population.dedup import code_hash
 from sandbox import ALLOWED_IMPORTS
 
 from ..analyst import MAX_WORDS, _clip
+from ..problems import Problem
 from .answers import (AnswerError, ResearchAnswer, example_program, is_echo, parse_answer,
                       signature_text, signatures)
 from .client import LLMCancelled, LLMError, LLMFatal, LLMUnavailable
 from .prompts import Prompts
 
-METRIC_KEYS = (("mean_e2e_s", "mean e2e {:.3g} s"), ("p99_e2e_s", "p99 e2e {:.3g} s"),
-               ("mean_ttft_s", "mean TTFT {:.3g} s"), ("restarts", "restarts {:g}"),
-               ("completed", "completed {:g}"))
-PROBLEM_METRIC_KEYS = {      # what else matters per problem (shown when the metrics have it)
-    "scheduling": (("mean_wait_s", "mean wait {:.3g} s"), ("p99_wait_s", "p99 wait {:.3g} s"),
-                   ("starved", "starved {:g}")),
-    "autoscaling": (("penalized_gpu_seconds", "penalised GPU-s {:.4g}"),
-                    ("gpu_seconds", "GPU-s {:.4g}"), ("slo_attainment", "SLO {:.1%}"),
-                    ("mean_replicas", "mean replicas {:.3g}"), ("cold_starts", "cold starts {:g}")),
-}
 SUPERVISOR_WORDS = 300
 NOTES_NONE = "(no notes yet)"
 
@@ -39,13 +30,13 @@ def change_of(c) -> str:
     return (c.extra.get("hypothesis") if c.extra else None) or c.rationale or "seed program"
 
 
-def metric_text(m: dict, problem: str = "routing") -> str:
-    keys = PROBLEM_METRIC_KEYS.get(problem, ()) + METRIC_KEYS
+def metric_text(m: dict, problem: Problem) -> str:
+    keys = problem.prompt_metrics()
     return ", ".join(fmt.format(m[k]) for k, fmt in keys
                      if isinstance(m.get(k), (int, float))) or "-"
 
 
-def metrics_lines(metrics: dict | None, problem: str = "routing") -> str:
+def metrics_lines(metrics: dict | None, problem: Problem) -> str:
     if not metrics:
         return "- (none)"
     return "\n".join(f"- {name}: {metric_text(m, problem)}"
@@ -243,7 +234,7 @@ class Researcher:
             notes=snap.notes.strip() or NOTES_NONE, parent_id=parent.id, island=snap.island,
             generation=parent.generation, parent_fitness=_fitness(parent.fitness),
             parent_status=parent.status, parent_rationale=change_of(parent),
-            parent_metrics=metrics_lines(parent.metrics, p.name),
+            parent_metrics=metrics_lines(parent.metrics, p),
             parent_reasoning=self._summary(snap, parent), parent_source=parent.source.rstrip(),
             inspirations=inspirations)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -315,8 +306,8 @@ class LLMAnalyst:
         lines = []
         theirs = parent.metrics or {}
         for name in sorted(set(c.metrics or {}) | set(theirs)):
-            mine = metric_text(c.metrics[name], self.problem.name) if name in c.metrics else "-"
-            old = metric_text(theirs[name], self.problem.name) if name in theirs else "-"
+            mine = metric_text(c.metrics[name], self.problem) if name in c.metrics else "-"
+            old = metric_text(theirs[name], self.problem) if name in theirs else "-"
             lines.append(f"- {name}: {mine}\n  parent: {old}")
         diff = "".join(list(difflib.unified_diff(
             parent.source.splitlines(keepends=True), c.source.splitlines(keepends=True),

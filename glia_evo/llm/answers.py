@@ -82,10 +82,9 @@ def normalised(source: str) -> str | None:
 def signatures(problem) -> dict[str, list[str]]:
     """Entry point -> its parameter names, read from the problem's reference baseline (the
     simulator calls every entry point positionally with exactly these arguments)."""
-    from sim.policies import baseline_source
     out: dict[str, list[str]] = {}
     try:
-        tree = ast.parse(baseline_source(problem.name, problem.reference))
+        tree = ast.parse(problem.baseline_source(problem.reference))
     except Exception:   # noqa: BLE001 - no baseline: no signature check
         return out
     for node in tree.body:
@@ -101,9 +100,8 @@ def signature_text(name: str, params) -> str:
 def example_program(problem) -> str:
     """A minimal complete program with the problem's real entry points: its reference baseline
     without docstrings (so small models see one whole valid answer)."""
-    from sim.policies import baseline_source
     try:
-        tree = _strip_docstrings(ast.parse(baseline_source(problem.name, problem.reference)))
+        tree = _strip_docstrings(ast.parse(problem.baseline_source(problem.reference)))
         return ast.unparse(tree).strip() + "\n"
     except Exception:   # noqa: BLE001
         sigs = signatures(problem)

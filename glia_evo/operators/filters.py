@@ -13,11 +13,11 @@ from __future__ import annotations
 import ast
 import random
 
-from .offline import Mutation, _add_knob, _functions
+from .ast_edits import Mutation, add_knob, functions
 
 
 def _entry(tree: ast.Module, name: str, arity: int) -> tuple[ast.FunctionDef, list[str]]:
-    for fn in _functions(tree):
+    for fn in functions(tree):
         if fn.name == name:
             params = [a.arg for a in fn.args.args]
             if len(params) != arity:
@@ -45,7 +45,7 @@ def add_filter(tree: ast.Module, entry: str, arity: int, stem: str, source: str,
     and route every return value of `entry` through it with `entry`'s parameters at positions
     `args` (named as the program names them). Returns the filter's name."""
     fn, params = _entry(tree, entry, arity)
-    if any(f.name.startswith(stem) for f in _functions(tree)):
+    if any(f.name.startswith(stem) for f in functions(tree)):
         raise Mutation(f"already has a {stem} filter")
     returns = _returns(fn)
     if not returns:
@@ -67,7 +67,7 @@ def _scale_filter(tree, stem: str, source: str) -> str:
 
 def cooldown(tree, rng: random.Random, other=None) -> str:
     value = rng.choice([60.0, 120.0, 300.0])
-    knob = _add_knob(tree, "cool", value, 0.0, 900.0)
+    knob = add_knob(tree, "cool", value, 0.0, 900.0)
     _scale_filter(tree, "cooldown", f"""
 NAME_STATE = {{'up': -1000000000.0}}
 def NAME(want, cluster, now, knobs):
@@ -83,7 +83,7 @@ def NAME(want, cluster, now, knobs):
 
 def wait_boost(tree, rng, other=None) -> str:
     value = rng.choice([0.5, 1.0, 2.0, 5.0])
-    knob = _add_knob(tree, "wait", value, 0.0, 30.0)
+    knob = add_knob(tree, "wait", value, 0.0, 30.0)
     _scale_filter(tree, "wait_boost", f"""
 def NAME(want, cluster, now, knobs):
     if cluster.oldest_wait_s > knobs[{knob!r}] and cluster.num_starting == 0:
@@ -95,7 +95,7 @@ def NAME(want, cluster, now, knobs):
 
 def rate_floor(tree, rng, other=None) -> str:
     value = rng.choice([1.5, 2.5, 4.0])
-    knob = _add_knob(tree, "per_replica", value, 0.5, 20.0)
+    knob = add_knob(tree, "per_replica", value, 0.5, 20.0)
     _scale_filter(tree, "rate_floor", f"""
 def NAME(want, cluster, now, knobs):
     need = int(cluster.arrival_rate / knobs[{knob!r}] + 0.999)
@@ -106,7 +106,7 @@ def NAME(want, cluster, now, knobs):
 
 def slo_guard(tree, rng, other=None) -> str:
     value = rng.choice([0.0, 0.01, 0.02])
-    knob = _add_knob(tree, "slo_margin", value, -0.05, 0.05)
+    knob = add_knob(tree, "slo_margin", value, -0.05, 0.05)
     _scale_filter(tree, "slo_guard", f"""
 def NAME(want, cluster, now, knobs):
     if (cluster.recent_completed > 0 and cluster.num_starting == 0 and
@@ -134,7 +134,7 @@ ORDER_KEYS = [  # (key over request `q`, what it means, knob (stem, value, low, 
 def reorder(tree, rng, other=None) -> str:
     key, meaning, spec = rng.choice(ORDER_KEYS)
     if spec is not None:
-        knob = _add_knob(tree, *spec)
+        knob = add_knob(tree, *spec)
         key, meaning = key.replace("K", repr(knob)), meaning.replace("K", f"{knob} = {spec[1]:g}")
     key = key.replace("q.", "by_id[rid].")
     add_filter(tree, "schedule", 5, "reorder", f"""
@@ -147,7 +147,7 @@ def NAME(ids, pending, now, knobs):
 
 def admit_margin(tree, rng, other=None) -> str:
     value = rng.choice([0.02, 0.05, 0.1])
-    knob = _add_knob(tree, "margin", value, 0.0, 0.2)   # 0.3 doubled fcfs's mean latency
+    knob = add_knob(tree, "margin", value, 0.0, 0.2)   # 0.3 doubled fcfs's mean latency
     add_filter(tree, "schedule", 5, "admit_margin", f"""
 def NAME(ids, pending, active, replica, knobs):
     by_id = {{q.id: q for q in pending}}

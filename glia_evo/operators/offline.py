@@ -17,6 +17,9 @@ from sandbox import PolicyCompileError
 from sandbox.compile import check_source
 
 from . import Proposal
+from .ast_edits import (Mutation, add_knob, ensure_import, ensure_knobs, function_nodes,
+                        functions, knob_names, knob_ref, knobs_dict, numeric_constants,
+                        replace_node)
 
 # View attributes that can stand in for each other (same kind, same units).
 ATTRIBUTE_GROUPS = [
@@ -31,115 +34,16 @@ WEIGHTS = {"perturb_constant": 3, "promote_constant": 2, "swap_comparison": 1,
            "crossover": 2}
 
 
-class Mutation(Exception):
-    """This mutation does not apply to this program (try another)."""
-
-
-def _parents_map(tree: ast.AST) -> dict:
-    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-
-
-def _functions(tree: ast.Module) -> list[ast.FunctionDef]:
-    return [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-
-
-def _knobs_dict(tree: ast.Module) -> ast.Dict | None:
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "KNOBS"
-                                                for t in node.targets):
-            return node.value if isinstance(node.value, ast.Dict) else None
-    return None
-
-
-def _ensure_knobs(tree: ast.Module) -> ast.Dict:
-    knobs = _knobs_dict(tree)
-    if knobs is None:
-        knobs = ast.Dict(keys=[], values=[])
-        at = sum(1 for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
-                 or (isinstance(n, ast.Expr) and isinstance(getattr(n, "value", None), ast.Constant)))
-        tree.body.insert(at, ast.Assign(targets=[ast.Name("KNOBS", ast.Store())], value=knobs))
-    return knobs
-
-
-def _knob_names(tree: ast.Module) -> set[str]:
-    knobs = _knobs_dict(tree)
-    return {k.value for k in knobs.keys if isinstance(k, ast.Constant)} if knobs else set()
-
-
-def _add_knob(tree: ast.Module, stem: str, value, low, high) -> str:
-    names = _knob_names(tree)
-    i = 1
-    while f"{stem}{i}" in names:
-        i += 1
-    name = f"{stem}{i}"
-    knobs = _ensure_knobs(tree)
-    knobs.keys.append(ast.Constant(name))
-    knobs.values.append(ast.Tuple([ast.Constant(value), ast.Constant(low), ast.Constant(high)],
-                                  ast.Load()))
-    return name
-
-
-def _ensure_import(tree: ast.Module, module: str) -> None:
-    for n in tree.body:
-        if isinstance(n, ast.Import) and any(a.name == module for a in n.names):
-            return
-    at = 1 if tree.body and isinstance(tree.body[0], ast.Expr) else 0
-    tree.body.insert(at, ast.Import(names=[ast.alias(module)]))
-
-
-def _knob_ref(name: str) -> ast.Subscript:
-    return ast.Subscript(ast.Name("knobs", ast.Load()), ast.Constant(name), ast.Load())
-
-
-def _function_nodes(tree: ast.Module, with_knobs: bool = False):
-    """(function, node) for every node inside a top-level function body."""
-    for fn in _functions(tree):
-        if with_knobs and "knobs" not in {a.arg for a in fn.args.args}:
-            continue
-        for stmt in fn.body:
-            for node in ast.walk(stmt):
-                yield fn, node
-
-
-def _numeric_constants(tree: ast.Module, with_knobs: bool = False) -> list[ast.Constant]:
-    parents = _parents_map(tree)
-    found = []
-    for _, node in _function_nodes(tree, with_knobs):
-        if (isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
-                and not isinstance(node.value, bool)):
-            parent = parents.get(node)
-            if isinstance(parent, ast.Subscript) and parent.slice is node:
-                continue          # an index: changing it breaks the program, not the policy
-            if isinstance(parent, ast.UnaryOp) and isinstance(parent.op, ast.USub):
-                continue
-            found.append(node)
-    return found
-
-
 def _numeric_attributes(tree: ast.Module, with_knobs: bool = False) -> list[ast.Attribute]:
-    return [node for _, node in _function_nodes(tree, with_knobs)
+    return [node for _, node in function_nodes(tree, with_knobs)
             if isinstance(node, ast.Attribute) and node.attr in GROUP_OF
             and isinstance(node.ctx, ast.Load)]
-
-
-def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
-    parent = _parents_map(tree)[old]
-    for name, value in ast.iter_fields(parent):
-        if value is old:
-            setattr(parent, name, new)
-            return
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                if item is old:
-                    value[i] = new
-                    return
-    raise Mutation("node not found")
 
 
 # --- the operators ---------------------------------------------------------------------------
 
 def perturb_constant(tree, rng: random.Random, other=None) -> str:
-    consts = _numeric_constants(tree)
+    consts = numeric_constants(tree)
     if not consts:
         raise Mutation("no constants")
     node = rng.choice(consts)
@@ -155,7 +59,7 @@ def perturb_constant(tree, rng: random.Random, other=None) -> str:
 
 
 def promote_constant(tree, rng, other=None) -> str:
-    consts = [c for c in _numeric_constants(tree, with_knobs=True)]
+    consts = [c for c in numeric_constants(tree, with_knobs=True)]
     if not consts:
         raise Mutation("no constants in a function with knobs")
     node = rng.choice(consts)
@@ -168,14 +72,14 @@ def promote_constant(tree, rng, other=None) -> str:
         low, high = round(v * 4, 6), round(v / 4, 6)
     else:
         low, high = -1.0, 1.0
-    name = _add_knob(tree, "k", v, low, high)
-    _replace(tree, node, _knob_ref(name))
+    name = add_knob(tree, "k", v, low, high)
+    replace_node(tree, node, knob_ref(name))
     return f"made the constant {v!r} on line {node.lineno} a tunable knob '{name}' in [{low}, {high}]"
 
 
 def swap_comparison(tree, rng, other=None) -> str:
     sites = []
-    for _, node in _function_nodes(tree):
+    for _, node in function_nodes(tree):
         if isinstance(node, ast.Compare):
             sites += [("cmp", node, i) for i, op in enumerate(node.ops) if type(op) in COMPARE_SWAPS]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max"):
@@ -211,10 +115,10 @@ def add_weighted_term(tree, rng, other=None) -> str:
     node = rng.choice(attrs)
     partner = rng.choice([a for a in GROUP_OF[node.attr] if a != node.attr])
     weight = rng.choice([-0.5, -0.25, 0.25, 0.5])
-    name = _add_knob(tree, "w", weight, -2.0, 2.0)
-    term = ast.BinOp(_knob_ref(name), ast.Mult(),
+    name = add_knob(tree, "w", weight, -2.0, 2.0)
+    term = ast.BinOp(knob_ref(name), ast.Mult(),
                      ast.Attribute(copy.deepcopy(node.value), partner, ast.Load()))
-    _replace(tree, node, ast.BinOp(copy.deepcopy(node), ast.Add(), term))
+    replace_node(tree, node, ast.BinOp(copy.deepcopy(node), ast.Add(), term))
     return (f"added a weighted term {name}*{partner} to {node.attr} on line {node.lineno} "
             f"(weight {weight}, tunable)")
 
@@ -229,9 +133,9 @@ def wrap_expression(tree, rng, other=None) -> str:
     if kind == "square":
         new = ast.BinOp(copy.deepcopy(node), ast.Pow(), ast.Constant(2))
     else:
-        _ensure_import(tree, "math")
+        ensure_import(tree, "math")
         new = ast.Call(ast.Attribute(ast.Name("math", ast.Load()), kind, ast.Load()), [inner], [])
-    _replace(tree, node, new)
+    replace_node(tree, node, new)
     return f"wrapped {node.attr} on line {node.lineno} in {kind}"
 
 
@@ -249,10 +153,10 @@ def crossover(tree, rng, other) -> str:
     """Take a whole function, or a sort/selection key, from the other parent."""
     if other is None:
         raise Mutation("no second parent")
-    mine = {f.name: f for f in _functions(tree)}
-    theirs = {f.name: f for f in _functions(other)}
-    lambdas_a = [n for _, n in _function_nodes(tree) if isinstance(n, ast.Lambda)]
-    lambdas_b = [n for _, n in _function_nodes(other) if isinstance(n, ast.Lambda)]
+    mine = {f.name: f for f in functions(tree)}
+    theirs = {f.name: f for f in functions(other)}
+    lambdas_a = [n for _, n in function_nodes(tree) if isinstance(n, ast.Lambda)]
+    lambdas_b = [n for _, n in function_nodes(other) if isinstance(n, ast.Lambda)]
     pairs = [(a, b) for a in lambdas_a for b in lambdas_b
              if len(a.args.args) == len(b.args.args) and ast.dump(a) != ast.dump(b)]
     shared = [n for n in mine if n in theirs and ast.dump(mine[n]) != ast.dump(theirs[n])]
@@ -274,18 +178,18 @@ def crossover(tree, rng, other) -> str:
     else:
         raise Mutation("nothing to cross")
     # bring the other parent's knobs and imports along when they are used
-    their_knobs = _knobs_dict(other)
+    their_knobs = knobs_dict(other)
     if their_knobs is not None:
-        have = _knob_names(tree)
+        have = knob_names(tree)
         for k, v in zip(their_knobs.keys, their_knobs.values):
             if isinstance(k, ast.Constant) and k.value not in have:
-                knobs = _ensure_knobs(tree)
+                knobs = ensure_knobs(tree)
                 knobs.keys.append(copy.deepcopy(k))
                 knobs.values.append(copy.deepcopy(v))
     for n in other.body:
         if isinstance(n, ast.Import):
             for a in n.names:
-                _ensure_import(tree, a.name)
+                ensure_import(tree, a.name)
     return f"crossover: took {how}"
 
 
@@ -296,21 +200,13 @@ OPERATORS = {"perturb_constant": perturb_constant, "promote_constant": promote_c
 
 
 def for_problem(problem) -> "OfflineMutator":
-    """The offline mutator with the problem's building blocks, when it has some."""
-    if problem.name == "routing":
-        from .routing_blocks import ROUTING_OPERATORS, ROUTING_WEIGHTS
-        return OfflineMutator(problem.entrypoints, ROUTING_OPERATORS, ROUTING_WEIGHTS)
-    if problem.name == "scheduling":
-        from .filters import SCHEDULING_OPERATORS, SCHEDULING_WEIGHTS
-        return OfflineMutator(problem.entrypoints, SCHEDULING_OPERATORS, SCHEDULING_WEIGHTS)
-    if problem.name == "autoscaling":
-        from .filters import AUTOSCALING_OPERATORS, AUTOSCALING_WEIGHTS
-        return OfflineMutator(problem.entrypoints, AUTOSCALING_OPERATORS, AUTOSCALING_WEIGHTS)
-    return OfflineMutator(problem.entrypoints)
+    """The offline mutator with the problem's building blocks (`Problem.blocks`), if any."""
+    operators, weights = problem.blocks() if problem.blocks is not None else ({}, {})
+    return OfflineMutator(problem.entrypoints, operators, weights)
 
 
 def _prune_unused_knobs(tree: ast.Module) -> None:
-    knobs = _knobs_dict(tree)
+    knobs = knobs_dict(tree)
     if knobs is None:
         return
     used = {n.slice.value for n in ast.walk(tree) if isinstance(n, ast.Subscript)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 import random
 
-from .offline import Mutation, _add_knob, _knob_ref
+from .ast_edits import Mutation, add_knob
 
 SCORE_TERMS = [  # (expression over replica `r`, typical weight)
     ("r.num_pending", 1.0), ("r.num_active", 1.0), ("r.used_blocks / r.num_blocks", 10.0),
@@ -51,7 +51,7 @@ def rechoose(tree, rng: random.Random, other=None) -> str:
     terms = rng.sample(SCORE_TERMS, rng.choice([1, 2]))
     parts = []
     for expr, weight in terms:
-        name = _add_knob(tree, "s", weight, 0.0, 4 * weight)
+        name = add_knob(tree, "s", weight, 0.0, 4 * weight)
         parts.append(f"knobs[{name!r}] * ({expr})")
     score = " + ".join(parts)
     choice = _expr(f"min([r for r in replicas if r.state == 'ready'], "
@@ -75,8 +75,8 @@ def hold_guard(tree, rng, other=None) -> str:
         raise Mutation("complex loop target")
     var = loop.target.id
     frac = rng.choice([0.05, 0.1, 0.2])
-    name = _add_knob(tree, "hold", frac, 0.0, 0.6)
-    grow = _add_knob(tree, "grow", 1.0, 0.0, 3.0)
+    name = add_knob(tree, "hold", frac, 0.0, 0.6)
+    grow = add_knob(tree, "grow", 1.0, 0.0, 3.0)
     # blocks promised by this call so far are tracked in a local counter
     counter = f"_sent_{name}".lstrip("_")
     init = ast.parse(f"{counter} = 0").body[0]

@@ -1,22 +1,13 @@
-"""Built-in problems, by name (a contract: routing, scheduling, autoscaling)."""
+"""Problems, by name: the built-in ones (a contract: routing, scheduling, autoscaling), installed
+plug-ins (entry points in the `glia_evo.problems` group) and files (`my_problem.py:PROBLEM`).
+See `registry` and docs/problems.md."""
 from __future__ import annotations
 
-from .autoscaling import AUTOSCALING
+from sim import PolicyInvalid as InvalidAnswer
+
 from .base import Instance, Problem, Scenario
-from .routing import ROUTING
-from .scheduling import SCHEDULING
+from .registry import BUILTIN as PROBLEMS
+from .registry import ENTRY_POINT_GROUP, ProblemNotFound, available, get_problem
 
-PROBLEMS: dict[str, Problem] = {"routing": ROUTING, "scheduling": SCHEDULING,
-                                "autoscaling": AUTOSCALING}
-PLANNED: tuple[str, ...] = ()
-
-
-def get_problem(name: str) -> Problem:
-    if name in PROBLEMS:
-        return PROBLEMS[name]
-    if name in PLANNED:
-        raise KeyError(f"problem {name!r} is not available yet (available: {', '.join(PROBLEMS)})")
-    raise KeyError(f"unknown problem {name!r} (available: {', '.join(PROBLEMS)})")
-
-
-__all__ = ["Instance", "Problem", "Scenario", "PROBLEMS", "get_problem"]
+__all__ = ["Instance", "Problem", "Scenario", "InvalidAnswer", "PROBLEMS", "ENTRY_POINT_GROUP",
+           "ProblemNotFound", "available", "get_problem"]

@@ -141,6 +141,11 @@ def advice(scenarios: dict, diagnostics: dict, parent: dict | None) -> list[str]
     return out
 
 
+def _blocks():
+    from ..operators.filters import AUTOSCALING_OPERATORS, AUTOSCALING_WEIGHTS
+    return AUTOSCALING_OPERATORS, AUTOSCALING_WEIGHTS
+
+
 AUTOSCALING = Problem(
     name="autoscaling",
     entrypoints=("scale",),
@@ -160,4 +165,14 @@ AUTOSCALING = Problem(
     derive=penalized,
     valid_answer="return an int between cluster.min_replicas and cluster.max_replicas",
     advice=advice,
+    default_seeds=("threshold", "target_utilisation", "fixed"),
+    columns=(("penalized_gpu_seconds", "penalised cost", "{:,.0f}"),
+             ("gpu_seconds", "GPU s", "{:,.0f}"), ("mean_replicas", "mean replicas", "{:.2f}"),
+             ("peak_replicas", "peak", "{:.1f}"), ("cold_starts", "cold starts", "{:.1f}"),
+             ("slo_attainment", "SLO", "{:.1%}"), ("p99_ttft_s", "p99 TTFT s", "{:.2f}"),
+             ("mean_e2e_s", "mean e2e s", "{:.2f}")),
+    metric_keys=(("penalized_gpu_seconds", "penalised GPU-s {:.4g}"),
+                 ("gpu_seconds", "GPU-s {:.4g}"), ("slo_attainment", "SLO {:.1%}"),
+                 ("mean_replicas", "mean replicas {:.3g}"), ("cold_starts", "cold starts {:g}")),
+    blocks=_blocks,
 )

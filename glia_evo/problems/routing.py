@@ -76,6 +76,11 @@ def advice(scenarios: dict, diagnostics: dict, parent: dict | None) -> list[str]
     return out + slowest_request(diagnostics)
 
 
+def _blocks():
+    from ..operators.routing_blocks import ROUTING_OPERATORS, ROUTING_WEIGHTS
+    return ROUTING_OPERATORS, ROUTING_WEIGHTS
+
+
 ROUTING = Problem(
     name="routing",
     entrypoints=("route",),
@@ -97,4 +102,6 @@ ROUTING = Problem(
     valid_answer="return (request_id, replica_id) pairs that dispatch each request at most once, "
                  "to a replica that exists",
     advice=advice,
+    default_seeds=("llq", "round_robin", "least_kv"),
+    blocks=_blocks,
 )

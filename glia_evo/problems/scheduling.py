@@ -88,6 +88,11 @@ def advice(scenarios: dict, diagnostics: dict, parent: dict | None) -> list[str]
     return out + slowest_request(diagnostics)
 
 
+def _blocks():
+    from ..operators.filters import SCHEDULING_OPERATORS, SCHEDULING_WEIGHTS
+    return SCHEDULING_OPERATORS, SCHEDULING_WEIGHTS
+
+
 SCHEDULING = Problem(
     name="scheduling",
     entrypoints=("schedule",),
@@ -108,4 +113,12 @@ SCHEDULING = Problem(
     valid_answer="return a list of distinct ids taken from `pending`, with at least one when "
                  "`active` is empty",
     advice=advice,
+    default_seeds=("fcfs", "shortest_prompt_first", "aging"),
+    columns=(("mean_e2e_s", "mean e2e s", "{:.2f}"), ("p50_e2e_s", "p50 e2e s", "{:.2f}"),
+             ("p99_e2e_s", "p99 e2e s", "{:.1f}"), ("mean_ttft_s", "mean TTFT s", "{:.2f}"),
+             ("mean_wait_s", "mean wait s", "{:.2f}"), ("max_wait_s", "max wait s", "{:.1f}"),
+             ("starved", "starved", "{:.1f}"), ("restarts", "restarts", "{:.0f}")),
+    metric_keys=(("mean_wait_s", "mean wait {:.3g} s"), ("p99_wait_s", "p99 wait {:.3g} s"),
+                 ("starved", "starved {:g}")),
+    blocks=_blocks,
 )
