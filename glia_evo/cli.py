@@ -404,11 +404,10 @@ def cmd_run(args) -> int:
                  **_executor_overrides(args), "seed": args.seed,
                  "tracking.uri": args.tracking_uri,
                  "tracking.enabled": False if args.no_tracking else None,
-                 "tuning.enabled": False if args.no_tuning else None,
-                 "report.at_end": False if args.no_report else None}
+                 "tuning.enabled": False if args.no_tuning else None}
     cfg = load_config(args.config, overrides)
     cfg.problem = _problem(cfg.problem).key    # a FILE.py:NAME problem, found from any folder
-    return runner.start(cfg, progress=not args.quiet)
+    return runner.start(cfg, progress=not args.quiet, report=not args.no_report)
 
 
 def cmd_resume(args) -> int:
@@ -440,8 +439,10 @@ def cmd_report(args) -> int:
     from .runner import load_run_config
     cfg = load_run_config(args.dir)
     try:
+        from .runner import report_progress
         report = heldout(args.dir, cfg.problem, args.split, args.workers,
-                         include_baselines=not args.no_baselines)
+                         include_baselines=not args.no_baselines,
+                         progress=None if args.json else report_progress(sys.stderr.isatty()))
     except ReportError as exc:
         raise UserError(str(exc)) from None
     out = args.dir / "report"

@@ -35,7 +35,7 @@ class RunError(Exception):
     """A run folder or configuration problem, reported as one line."""
 
 
-def start(cfg: RunConfig, progress: bool = True) -> int:
+def start(cfg: RunConfig, progress: bool = True, report: bool = True) -> int:
     """A new run in cfg.run_dir(). The configuration was validated when it was read; a run that
     then fails to set up (an executor that cannot start, a store that cannot be created) leaves
     no run folder behind, so the same command runs once the cause is fixed."""
@@ -58,6 +58,8 @@ def start(cfg: RunConfig, progress: bool = True) -> int:
             return disk_full(run_dir, disk_full_reason(exc))
         raise RunError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}") \
             from None
+    if not report:
+        cfg.report.at_end = False       # this session only: config.toml keeps its [report]
     return _run(cfg, run_dir, progress, created=created)
 
 
@@ -216,7 +218,8 @@ def resume_line(run_dir: Path, cfg: RunConfig, before: RunConfig, lifted: bool) 
         pass
     line = f"resume: {run_dir}"
     if done is not None:
-        line += f" at {done} evaluations (tuning trials included), {used_min:.1f} min searched"
+        line += (f" at {done} evaluations (tuning trials included), {duration(used_min * 60)} "
+                 f"searched")
     line += f"; budget for the whole run: {budget_text(cfg.budget)}"
     if lifted:
         line += (f" (the old {before.budget.minutes:g}-min time budget is lifted by the larger "
@@ -328,7 +331,9 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
         return disk_full(run_dir, reason)
     print(f"next: glia-evo status {run_dir}   |   glia-evo simulate --problem {cfg.problem} "
           f"--policy {run_dir / 'best.py'} --split test   |   glia-evo export {run_dir} --out "
-          f"policy.py   |   glia-evo ui {run_dir}   |   glia-evo resume {run_dir} --minutes 30")
+          f"policy.py   |   glia-evo ui {run_dir}   |   glia-evo resume {run_dir} "
+          + (f"--max-evaluations {2 * cfg.budget.max_evaluations}" if why and "evaluation budget"
+             in why else "--minutes 30"))
     return rc
 
 
@@ -385,10 +390,7 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
     print(f"report: evaluating {which} on the '{r.split}' split ([report] at_end = false to "
           f"skip; `glia-evo report {run_dir}` any time)...", flush=True)
     tty = progress and sys.stderr.isatty()
-
-    def show(done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        print(f"\rreport: simulated {done}/{total}", end=end, file=sys.stderr, flush=True)
+    show = report_progress(tty) if progress else None
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -397,7 +399,7 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
     try:
         report = heldout(run_dir, cfg.problem, r.split,
                          workers=max(1, min(cfg.evaluation.workers, os.cpu_count() or 1)),
-                         include_baselines=r.baselines, progress=show if tty else None)
+                         include_baselines=r.baselines, progress=show)
         if tracker is not None:
             tracker.files([out / name for name in FILES if (out / name).exists()], "report")
     except KeyboardInterrupt:
@@ -425,6 +427,24 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
           + (", and logged to the MLflow parent run" if tracker is not None else ""),
           flush=True)
     return 0
+
+
+def report_progress(tty: bool, every_s: float = 10.0):
+    """progress(done, total) for the held-out report: a line rewritten in place on a terminal;
+    in a log (stderr not a terminal), a line at the start, every `every_s` seconds and at the
+    end, so a long report never looks stuck."""
+    state = {"last": None}
+
+    def show(done: int, total: int) -> None:
+        if tty:
+            end = "\n" if done == total else ""
+            print(f"\rreport: simulated {done}/{total}", end=end, file=sys.stderr, flush=True)
+            return
+        now = time.monotonic()
+        if state["last"] is None or done == total or now - state["last"] >= every_s:
+            state["last"] = now
+            print(f"report: simulated {done}/{total}", file=sys.stderr, flush=True)
+    return show
 
 
 def tuning_line(t: dict) -> str:
@@ -460,6 +480,7 @@ def status(run_dir: Path) -> dict:
         out = run_status(store, islands, Budget.of(cfg), elapsed)
         out["run"] = str(run_dir)
         out["problem"] = cfg.problem
+        out["budget_minutes"] = cfg.budget.minutes
         out["leaderboard"] = [{"id": c.id, "fitness": c.fitness, "operator": c.operator,
                                "island": c.island, "generation": c.generation}
                               for c in islands.leaderboard(5)]
@@ -478,7 +499,10 @@ def print_status(info: dict) -> None:
           f"{info['rate_per_min']} evaluations/min")
     extra = "".join([f", {left['tokens']} tokens" if "tokens" in left else "",
                      f", ${left['cost_usd']:.4f}" if "cost_usd" in left else ""])
-    print(f"budget left: {left['evaluations']} evaluations, {left['minutes']:.1f} min{extra}")
+    minutes = ("no time limit" if info.get("budget_minutes", 0) >= config_mod.MAX_MINUTES
+               else f"{left['minutes']:.1f} min")
+    print(f"budget left: {left['evaluations']} evaluations (tuning trials count too), "
+          f"{minutes}{extra}")
     if "llm" in info:
         print(llm_line(info["llm"]))
     if info.get("tuning"):
@@ -494,36 +518,79 @@ def print_status(info: dict) -> None:
     print("leaderboard: " + ", ".join(f"{c['id']} {c['fitness']:.4f}" for c in info["leaderboard"]))
 
 
+def eta(status: dict, budget) -> tuple[float | None, str]:
+    """Seconds until the run stops, from the measured rate (evaluations and tuning trials per
+    second over the run so far), and which budget ends it: "evaluations" or "time"."""
+    done = status["evaluations"] + status.get("tuning_trials", 0)
+    elapsed = float(status.get("elapsed_s") or 0.0)
+    time_left = (max(0.0, budget.minutes * 60 - elapsed)
+                 if budget.minutes < config_mod.MAX_MINUTES else None)
+    rate = done / elapsed if elapsed > 1 and done else None
+    evals_left = (max(0, budget.max_evaluations - done) / rate) if rate else None
+    if evals_left is None:
+        return time_left, "time"
+    if time_left is not None and time_left < evals_left:
+        return time_left, "time"
+    return evals_left, "evaluations"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class Display:
-    """Live progress on a terminal (rich), plain log lines otherwise."""
+    """Live progress on a terminal (rich), plain log lines otherwise. The count is evaluations
+    plus tuning trials, as the evaluation budget counts them; `eta` is the time until the run
+    stops at the rate measured so far (or the time budget, when that ends it first)."""
 
     def __init__(self, cfg: RunConfig, enabled: bool = True):
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
+        self.budget = cfg.budget
         self.total = cfg.budget.max_evaluations
         self.live = None
         self.last_line = 0.0
         if enabled and self.tty:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
             self.live = Progress(TextColumn("[bold]search"), BarColumn(),
-                                 TextColumn("{task.completed}/{task.total} evals"),
+                                 TextColumn("{task.completed}/{task.total} evals+trials"),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                  transient=False)
             self.task = self.live.add_task("search", total=self.total, info="")
             self.live.start()
 
+    def info(self, status: dict) -> str:
+        best = status["best"]
+        left, which = eta(status, self.budget)
+        trials = status.get("tuning_trials", 0)
+        info = (f"best {best['fitness']:.4f} ({best['id']})" if best else "best -")
+        if trials:
+            info += f" | {trials} trials"
+        done = status["evaluations"] + trials
+        elapsed = float(status.get("elapsed_s") or 0.0)
+        rate = done / (elapsed / 60) if elapsed > 1 else 0.0
+        info += f" | {rate:.1f}/min | eta {duration(left)}" + \
+            (" (time budget)" if which == "time" else "")
+        if "llm" in status:
+            info += f" | {status['llm']['tokens']} tok ${status['llm']['cost_usd']:.3f}"
+        return info
+
     def update(self, status: dict) -> None:
         if not self.enabled:
             return
-        best = status["best"]
-        info = (f"best {best['fitness']:.4f} ({best['id']})" if best else "best -") + \
-            f" | {status['rate_per_min']:.1f}/min | left {status['budget_left']['minutes']:.1f} min"
-        if "llm" in status:
-            info += f" | {status['llm']['tokens']} tok ${status['llm']['cost_usd']:.3f}"
+        done = status["evaluations"] + status.get("tuning_trials", 0)
+        info = self.info(status)
         if self.live:
-            self.live.update(self.task, completed=status["evaluations"], info=info)
+            self.live.update(self.task, completed=min(done, self.total), info=info)
         else:
-            print(f"[{status['evaluations']}/{self.total}] {info}", file=sys.stderr, flush=True)
+            print(f"[{done}/{self.total}] {info}", file=sys.stderr, flush=True)
 
     def note(self, text: str) -> None:
         if self.live:
