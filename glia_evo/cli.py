@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=_port, default=None,
                     help="1 to 65535 (default: 5000, or the next free port after it)")
 
+    tr = sub.add_parser("track", help="log a run's tracking backlog to MLflow now")
+    tr.add_argument("dir", type=Path)
+
     st = sub.add_parser("status", help="where a search stands")
     st.add_argument("dir", type=Path)
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -468,6 +471,16 @@ def cmd_ui(args) -> int:
         raise UserError(str(exc)) from None
 
 
+def cmd_track(args) -> int:
+    from .runner import load_run_config
+    from .tracking import drain
+    cfg = load_run_config(args.dir)
+    left = drain(args.dir, cfg.tracking.uri or None, run_name=cfg.name)
+    print(f"tracking: {'all records logged' if not left else f'{left} record(s) left'} "
+          f"({args.dir / 'tracking_backlog'})")
+    return 1 if left else 0
+
+
 def cmd_status(args) -> int:
     from . import runner
     info = runner.status(args.dir)
@@ -488,7 +501,7 @@ def load_config(path, overrides):
 
 COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run,
             "resume": cmd_resume, "status": cmd_status, "export": cmd_export,
-            "ui": cmd_ui, "report": cmd_report}
+            "ui": cmd_ui, "report": cmd_report, "track": cmd_track}
 
 
 def main(argv: list[str] | None = None) -> int:

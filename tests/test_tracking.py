@@ -165,3 +165,55 @@ def test_ui_serves_the_run_on_loopback_and_stops_on_ctrl_c(tmp_path):
 def test_ui_without_a_tracking_store_is_one_line(tmp_path):
     proc = glia("ui", str(tmp_path), "--port", str(free_port()))
     assert proc.returncode == 2 and "no MLflow store" in proc.stderr
+
+
+# --- off the search's CPU budget (issue 13) ---------------------------------------------------------
+def _record(backlog: Path, seq: int, item: dict) -> None:
+    (backlog / f"{seq:09d}.json").write_text(json.dumps(item))
+
+
+def _candidate(cid: str, fitness: float) -> dict:
+    return {"id": cid, "status": "ok", "fitness": fitness, "operator": "seed", "island": 0,
+            "generation": 0, "parents": [], "source": "def route(q, r, now, knobs):\n    return 0\n",
+            "metrics": {"glia#0": {"mean_e2e_s": 1.5}}, "extra": {}, "reasoning": "",
+            "rationale": "", "model": None}
+
+
+def test_track_logs_a_left_backlog_and_new_stores_copy_one_template(tmp_path, monkeypatch):
+    from glia_evo import tracking
+    monkeypatch.setenv("GLIA_EVO_CACHE_DIR", str(tmp_path / "cache"))
+    firsts = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        backlog = run / "tracking_backlog"
+        backlog.mkdir(parents=True)
+        (run / "config.toml").write_text(small_run_toml(name, 3))
+        Store(run / "state.sqlite").close()
+        _record(backlog, 1, {"kind": "start", "config": {"name": name, "seed": 0}})
+        _record(backlog, 2, {"kind": "candidate", "candidate": _candidate("c1", 1.25),
+                             "parent_source": None})
+        proc = glia("track", str(run)) if name == "b" else None
+        left = tracking.drain(run) if name == "a" else None
+        if proc is not None:
+            assert proc.returncode == 0, proc.stderr
+            assert "all records logged" in proc.stdout
+        else:
+            assert left == 0
+        assert tracking.backlog_size(run) == 0 and (run / "mlflow.db").exists()
+        template = tracking._template_path()
+        assert template is not None and template.exists()
+        firsts.append(template.stat().st_mtime_ns)
+    assert firsts[0] == firsts[1]          # made once, then copied
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=tracking.default_uri(tmp_path / "b"))
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "tags.`glia.kind` = 'candidate'")
+    assert [r.data.metrics["fitness"] for r in runs] == [1.25]
+
+
+def test_the_drain_at_exit_is_bounded(monkeypatch):
+    from glia_evo import tracking
+    monkeypatch.setenv(tracking.DRAIN_ENV, "2.5")
+    assert tracking.drain_seconds() == 2.5
+    monkeypatch.setenv(tracking.DRAIN_ENV, "soon")
+    assert tracking.drain_seconds() == tracking.DEFAULT_DRAIN_S
