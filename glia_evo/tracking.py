@@ -14,7 +14,7 @@ priority (nice 19), so it only gets the CPU the search leaves; a new run's SQLit
 of an empty, already migrated template kept in the user cache (`glia_evo.baseline_cache.cache_dir`,
 `mlflow/empty-<mlflow version>.db`, made once per MLflow version) instead of MLflow creating its
 schema again (3 s of CPU); MLflow's own telemetry is off. At exit the engine waits for the backlog
-at most `GLIA_EVO_TRACKING_DRAIN_S` seconds (default 10): what is left stays in
+at most `GLIA_EVO_TRACKING_DRAIN_S` seconds (default 5): what is left stays in
 `tracking_backlog/` and is logged by the next session, or now by `glia-evo track DIR`
 (`drain()`).
 """
@@ -49,7 +49,7 @@ def metric_key(name: str) -> str:
 
 
 DRAIN_ENV = "GLIA_EVO_TRACKING_DRAIN_S"    # the most the engine waits for the backlog at exit
-DEFAULT_DRAIN_S = 10.0
+DEFAULT_DRAIN_S = 5.0
 NICE = 19                                 # the logging process's scheduling priority
 STOP_FILE = "STOP"
 LOCK_FILE = ".lock"
@@ -126,6 +126,11 @@ class Tracker:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        left = self.pending()
+        if left:
+            print(f"glia-evo: tracking: {left} record(s) not logged to MLflow yet; the next "
+                  f"session logs them, or now: `glia-evo track {self.run_dir}`",
+                  file=sys.stderr, flush=True)
 
 
 def drain_seconds() -> float:
