@@ -44,7 +44,8 @@ def evaluate_cascade(source: str, problem: Problem, *,
         raise ValueError(f"threshold must be >= 0, got {threshold}")
     own = pool is None
     if own:
-        pool = make_pool(workers, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s)
+        pool = make_pool(workers, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s,
+                         read_paths=problem.read_paths())
     try:
         [first] = evaluate_many([source], problem, stage1, knobs=knobs, seed=seed, pool=pool)
         info = screen(first, stage1, threshold, baseline_fitness)

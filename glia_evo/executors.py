@@ -10,13 +10,14 @@ from __future__ import annotations
 EXECUTORS = ("local", "dask-local", "dask")
 
 
-def make_executor(e):
-    """The executor an `EvaluationConfig` asks for (`executor`, `workers`, `scheduler`, limits)."""
+def make_executor(e, read_paths=()):
+    """The executor an `EvaluationConfig` asks for (`executor`, `workers`, `scheduler`, limits);
+    `read_paths`: what jobs must be able to read besides glia-evo (`Problem.read_paths`)."""
     kind = getattr(e, "executor", "local")
     if kind == "local":
         from sandbox.pool import WorkerPool
         return WorkerPool(e.workers, timeout_s=e.timeout_s, memory_mb=e.memory_mb,
-                          cpu_s=e.timeout_s)
+                          cpu_s=e.timeout_s, read_paths=read_paths)
     from .dask_executor import DaskExecutor
     if kind == "dask-local":
         return DaskExecutor.local(e.workers, timeout_s=e.timeout_s, memory_mb=e.memory_mb)

@@ -91,12 +91,14 @@ def resolve_limits(timeout_s: float | None = None, memory_mb: float | None = Non
 
 
 def make_pool(workers: int | None = None, *, timeout_s: float | None = None,
-              memory_mb: float | None = None, cpu_s: float | None = None) -> WorkerPool:
+              memory_mb: float | None = None, cpu_s: float | None = None,
+              read_paths=()) -> WorkerPool:
     """A WorkerPool with the evaluation limits (see `resolve_limits`); `workers` defaults to
-    all cores. Pass it to `evaluate_many(pool=...)` to reuse it across calls."""
+    all cores; `read_paths` as `Problem.read_paths`. Pass it to `evaluate_many(pool=...)` to
+    reuse it across calls."""
     timeout_s, memory_mb, cpu_s = resolve_limits(timeout_s, memory_mb, cpu_s)
     return WorkerPool(max(1, workers or os.cpu_count() or 1), timeout_s=timeout_s,
-                      memory_mb=memory_mb, cpu_s=cpu_s)
+                      memory_mb=memory_mb, cpu_s=cpu_s, read_paths=read_paths)
 
 
 # --- jobs (they run in the pool's forked processes) ------------------------------------------------
@@ -200,7 +202,8 @@ def evaluate_many(sources: list[str], problem: Problem, instances: list[Instance
     if own:
         jobs = len(sources) * len(instances)
         pool = make_pool(min(workers or os.cpu_count() or 1, jobs),
-                         timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s)
+                         timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s,
+                         read_paths=problem.read_paths())
     try:
         return _evaluate(pool, sources, problem, instances, knobs, seed, progress)
     finally:

@@ -242,7 +242,8 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
         raise RunError(f"cannot repair {run_dir / 'optuna.journal'}: {exc}") from None
     display = Display(cfg, enabled=progress)
     try:
-        pool = make_executor(cfg.evaluation)
+        from .problems import get_problem
+        pool = make_executor(cfg.evaluation, get_problem(cfg.problem).read_paths())
     except BaseException:
         display.close()
         if created is not None:

@@ -115,12 +115,23 @@ class Problem:
     # dict (or (metrics, diagnostics)), where `policy` maps each entry point to the candidate's
     # sandboxed function; raise `InvalidAnswer` for an answer the problem cannot use
     evaluate: Callable[..., Any] | None = field(default=None, repr=False)
+    # files or folders the scenarios read while a job evaluates (e.g. your trace): the sandbox's
+    # kernel layer leaves only these (and a problem file's own folder) readable to a job
+    data: tuple[Path | str, ...] = ()
     origin: str = ""    # set by the registry: the spec that finds this problem again
 
     @property
     def key(self) -> str:
         """What `get_problem` resolves to this problem in any process (a worker, a resume)."""
         return self.origin or self.name
+
+    def read_paths(self) -> tuple[str, ...]:
+        """What a job evaluating this problem must be able to read besides glia-evo itself."""
+        paths = [str(Path(p).expanduser().resolve()) for p in self.data]
+        where = self.origin.rpartition(":")[0]
+        if where.endswith(".py"):
+            paths.append(str(Path(where).parent))
+        return tuple(paths)
 
     @property
     def simulated(self) -> bool:

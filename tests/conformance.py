@@ -1,0 +1,83 @@
+"""What every registered problem and executor must do (like Optuna's storage test suites):
+import these checks into a test module and parametrise them over problems / executors.
+
+A problem passes when its splits exist, every baseline runs and the reference scores 1.0,
+results are the same in two separate job processes, the simulator's fast path equals its
+reference mode (simulated problems), a nonsense answer is one line, and `glia-evo simulate
+--json` prints the documented schema.
+"""
+import json
+
+from cli_helpers import run_glia
+from glia_evo.evaluation import evaluate
+from glia_evo.parallel import evaluate_many
+from glia_evo.problems import Problem
+
+SPLITS = ("train", "validation", "test", "quick")
+SIMULATE_JSON_KEYS = {"problem", "policy", "fitness", "status", "error", "scenarios", "summary",
+                      "reference"}
+
+
+def nonsense(problem: Problem) -> str:
+    return "".join(f"def {e}(*args):\n    return 'nonsense'\n\n" for e in problem.entrypoints)
+
+
+def check_splits(problem: Problem) -> None:
+    for split in SPLITS:
+        instances = problem.split(split)
+        assert instances, f"{problem.name}: split {split} is empty"
+        for inst in instances:
+            assert inst.seed in inst.scenario.seeds or split in ("test", "quick"), inst.name
+    train = {i.name for i in problem.split("train")}
+    assert not train & {i.name for i in problem.split("test")}, "train and test share instances"
+
+
+def check_baselines(problem: Problem) -> None:
+    names = problem.baseline_names()
+    assert problem.reference in names and set(problem.seeds()) <= set(names)
+    quick = problem.split("quick")
+    results = evaluate_many([problem.baseline_source(n) for n in names], problem, quick,
+                            workers=2)
+    for name, result in zip(names, results):
+        assert result.status == "ok", (name, result.error)
+        assert result.fitness > 0, name
+        if name == problem.reference:
+            assert abs(result.fitness - 1.0) < 1e-9, result.fitness
+
+
+def check_determinism_across_processes(problem: Problem) -> None:
+    source = problem.baseline_source(problem.seeds()[-1])
+    quick = problem.split("quick")
+    [a] = evaluate_many([source], problem, quick, workers=1)
+    [b] = evaluate_many([source], problem, quick, workers=1)
+    assert a.status == b.status == "ok" and a.scenarios == b.scenarios
+
+
+def check_fast_path_is_reference_mode(problem: Problem) -> None:
+    if not problem.simulated:
+        return
+    source = problem.baseline_source(problem.reference)
+    quick = problem.split("quick")
+    fast = evaluate(source, problem, quick, fast=True)
+    slow = evaluate(source, problem, quick, fast=False)
+    assert fast.scenarios == slow.scenarios
+
+
+def check_nonsense_is_one_line(problem: Problem) -> None:
+    [result] = evaluate_many([nonsense(problem)], problem, problem.split("quick"), workers=1)
+    assert result.status in ("invalid", "error"), result.status
+    assert result.error and "\n" not in result.error and len(result.error) < 600, result.error
+
+
+def check_simulate_json(spec: str, problem: Problem) -> None:
+    proc = run_glia("simulate", "--problem", spec, "--policy", problem.reference, "--split",
+                    "quick", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) >= SIMULATE_JSON_KEYS and out["problem"] == problem.name
+    assert out["status"] == "ok" and out["reference"]["policy"] == problem.reference
+    assert set(out["scenarios"]) == {i.name for i in problem.split("quick")}
+
+
+PROBLEM_CHECKS = (check_splits, check_baselines, check_determinism_across_processes,
+                  check_fast_path_is_reference_mode, check_nonsense_is_one_line)
