@@ -434,6 +434,12 @@ def cmd_export(args) -> int:
           f"'{cfg.evaluation.split}' split")
     print(f"check: glia-evo simulate --problem {cfg.problem} --policy {args.out} "
           f"--split {cfg.evaluation.split}")
+    from .verdict import for_candidate
+    judged = for_candidate(args.dir, cand.id, cfg.evaluation.split)
+    for line in judged["lines"] if judged else [
+            f"held-out: not evaluated for {cand.id}: `glia-evo report {args.dir}` compares it "
+            f"with the shipped baselines on the test split"]:
+        print(line)
     return 0
 
 
@@ -454,10 +460,14 @@ def cmd_report(args) -> int:
         tracker = Tracker(args.dir, cfg.tracking.uri or None, run_name=cfg.name)
         tracker.files(sorted(out.iterdir()), "report")
         tracker.close(timeout_s=60)
+    from .verdict import verdict
+    judged = verdict(report, cfg.evaluation.split)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "verdict": judged}, indent=2))
     else:
         print(markdown(report))
+        for line in judged["lines"]:
+            print(line)
         print(f"written: {out / 'heldout.md'}, {out / 'heldout.json'}, "
               f"{out / 'heldout.png'}, {out / 'fitness_over_time.png'}")
     return 0

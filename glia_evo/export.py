@@ -48,13 +48,29 @@ def _comment(text: str, indent: str = "") -> list[str]:
 
 
 def header(store: Store, cand: Candidate, problem_name: str, split: str,
-           reference: dict, run_dir: Path) -> str:
+           reference: dict, run_dir: Path, judged: dict | None = None) -> str:
+    """`judged`: the held-out verdict (glia_evo.verdict) when the run's report is about this
+    candidate: its held-out fitness, the best shipped baseline's, and any warning."""
     problem = get_problem(problem_name)
     lines = [f"# glia-evo policy {cand.id} for the {problem_name} problem",
              f"# exported {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} from {run_dir}",
-             f"# fitness {cand.fitness:.6f} = geometric mean over the '{split}' split of "
-             f"{problem.reference} / this policy ({problem.metric})", "#",
-             f"# {'scenario':<22} {'this':>12} {problem.reference:>12} {'ratio':>8}"]
+             *_comment(f"fitness {cand.fitness:.6f} on the '{split}' split (the search's own, "
+                       f"which chose this policy) = geometric mean of {problem.reference} / "
+                       f"this policy ({problem.metric})")]
+    if judged is not None:
+        held = judged["heldout"]
+        lines.append(f"# held-out fitness on the '{judged['split']}' split (never used for "
+                     f"selection): " + (f"{held:.6f}" if held is not None else "failed"))
+        if judged.get("best_baseline"):
+            lines.append(f"# best shipped baseline there: {judged['best_baseline']} "
+                         f"{judged['best_baseline_fitness']:.6f}; reference "
+                         f"{judged['reference']} 1.0")
+        for w in judged["warnings"]:
+            lines += _comment(f"WARNING: {w}")
+    else:
+        lines.append(f"# held-out fitness: not evaluated (run `glia-evo report {run_dir}` "
+                     f"before exporting to see it beside the shipped baselines)")
+    lines += ["#", f"# {'scenario':<22} {'this':>12} {problem.reference:>12} {'ratio':>8}"]
     for name, metrics in cand.metrics.items():
         mine = metrics.get(problem.metric)
         ref = reference.get(name)
@@ -110,7 +126,9 @@ def export(run_dir: Path, out: Path, candidate_id: str | None, problem_name: str
                 raise ExportError(f"{run_dir} has no evaluated candidate yet")
             cand = max(viable, key=lambda c: (c.fitness, -int(c.id.lstrip("c") or 0)))
         reference = (store.get_meta("reference") or {}).get("values", {})
-        text = header(store, cand, problem_name, split, reference, run_dir)
+        from .verdict import for_candidate
+        text = header(store, cand, problem_name, split, reference, run_dir,
+                      for_candidate(run_dir, cand.id, split))
         text += "\n" + cand.source.rstrip() + "\n"
     finally:
         store.close()

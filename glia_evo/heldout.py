@@ -37,7 +37,9 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
         if not cands:
             raise ReportError(f"{run_dir} has no evaluated candidate yet")
         best = max(cands, key=lambda c: c.fitness)
-        history = sorted(((c.evaluated_at or c.created_at, c.island, c.fitness) for c in cands))
+        history = sorted([(c.evaluated_at or c.created_at, c.island, c.fitness) for c in cands]
+                         + [(c.created_at, c.island, c.fitness) for c in store.all()   # migrants
+                            if c.status == "ok" and c.operator == "migration"])
     finally:
         store.close()
     try:
@@ -59,6 +61,8 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
               "reference": problem.reference, "best": {"id": best.id,
                                                        "train_fitness": best.fitness},
               "rows": rows, "instances": [i.name for i in instances]}
+    from .verdict import verdict
+    report["warnings"] = verdict(report)["warnings"]
     out = run_dir / "report"
     try:
         out.mkdir(exist_ok=True)
@@ -131,6 +135,7 @@ def markdown(report: dict) -> str:
         cells += [f"{row['scenarios'].get(i, float('nan')):.3f}" if i in row["scenarios"]
                   else "-" for i in inst]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + [f"**Warning:** {w}" for w in report.get("warnings", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -150,7 +155,7 @@ def _plots(out: Path, report: dict, history: list[tuple]) -> None:
                 ys.append(best)
         ax.step(xs, ys, where="post", label=f"island {island}")
     ax.set_xlabel("minutes since the first evaluation")
-    ax.set_ylabel("best fitness (training split)")
+    ax.set_ylabel("best fitness (training split, migrants included)")
     ax.set_title("Best fitness over time per island")
     ax.legend()
     fig.tight_layout()
@@ -166,7 +171,11 @@ def _plots(out: Path, report: dict, history: list[tuple]) -> None:
                [row["scenarios"].get(name, 0) for name in inst], width, label=row["policy"])
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(inst))], inst, rotation=30,
                   ha="right")
-    ax.set_ylabel(report["metric"])
+    values = [v for row in rows for v in row["scenarios"].values()
+              if isinstance(v, (int, float)) and v > 0]
+    if values and max(values) / min(values) > 30:      # spans orders of magnitude
+        ax.set_yscale("log")
+    ax.set_ylabel(report["metric"] + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title(f"Best candidate vs baselines on the '{report['split']}' split")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()

@@ -315,8 +315,9 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
     if status.get("tuning"):
         print(tuning_line(status["tuning"]))
     if best:
-        print(f"best: {best['id']} fitness {best['fitness']:.4f} (operator {best['operator']}, "
-              f"island {best['island']}) -> {run_dir / 'best.py'}")
+        print(f"best: {best['id']} fitness {best['fitness']:.4f} on the "
+              f"'{cfg.evaluation.split}' split (operator {best['operator']}, island "
+              f"{best['island']}) -> {run_dir / 'best.py'}")
     rc = 1 if engine.fatal else 0
     if engine.fatal:
         print(f"glia-evo: error: {engine.fatal}", file=sys.stderr)
@@ -324,6 +325,10 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
         if report_at_end(cfg, run_dir, engine.tracker, progress,
                          fresh=status["evaluations"] != before) == 130:
             rc = 130
+    elif best:
+        print(f"held-out: not evaluated (the report is off): the '{cfg.evaluation.split}' "
+              f"fitness chose the best and flatters it; `glia-evo report {run_dir}` compares "
+              f"it with the shipped baselines on the test split")
     error = _close(engine)
     if error is not None:
         reason = disk_full_reason(error)
@@ -383,6 +388,7 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
             previous = json.loads((out / "heldout.json").read_text())
             if previous.get("split") == r.split and previous.get("baselines") == r.baselines:
                 print(f"report: up to date: {out / 'heldout.md'}", flush=True)
+                print_verdict(previous, cfg.evaluation.split)
                 return 0
         except (OSError, ValueError):
             pass
@@ -424,10 +430,23 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
     finally:
         signal.signal(signal.SIGTERM, old_term)
     print(f"report: {summary(report)}")
+    print_verdict(report, cfg.evaluation.split)
     print(f"report: written in {time.monotonic() - t0:.0f} s to {out}/ ({', '.join(FILES)})"
           + (", and logged to the MLflow parent run" if tracker is not None else ""),
           flush=True)
     return 0
+
+
+def print_verdict(report: dict, train_split: str) -> None:
+    """The held-out verdict: the best's train and held-out fitness beside the best shipped
+    baseline's and the reference's, and a plain warning when the search did not beat them."""
+    from .verdict import verdict
+    try:
+        lines = verdict(report, train_split)["lines"]
+    except (KeyError, TypeError, ValueError):
+        return
+    for line in lines:
+        print(line, flush=True)
 
 
 def report_progress(tty: bool, every_s: float = 10.0):
@@ -485,6 +504,12 @@ def status(run_dir: Path) -> dict:
         out["leaderboard"] = [{"id": c.id, "fitness": c.fitness, "operator": c.operator,
                                "island": c.island, "generation": c.generation}
                               for c in islands.leaderboard(5)]
+        out["split"] = cfg.evaluation.split
+        from .verdict import for_candidate
+        judged = for_candidate(run_dir, out["best"]["id"], cfg.evaluation.split) \
+            if out["best"] else None
+        if judged is not None:
+            out["heldout"] = judged
         return out
     finally:
         store.close()
@@ -509,8 +534,15 @@ def print_status(info: dict) -> None:
     if info.get("tuning"):
         print(tuning_line(info["tuning"]))
     if best:
-        print(f"best: {best['id']} fitness {best['fitness']:.4f} ({best['operator']}, "
-              f"island {best['island']})")
+        print(f"best: {best['id']} fitness {best['fitness']:.4f} on the "
+              f"'{info.get('split', 'train')}' split ({best['operator']}, island "
+              f"{best['island']})")
+        if info.get("heldout"):
+            for line in info["heldout"]["lines"]:
+                print(line)
+        else:
+            print(f"held-out: not evaluated for {best['id']} yet: `glia-evo report "
+                  f"{info['run']}`")
     for isl in info["islands"]:
         fit = f"{isl['best_fitness']:.4f}" if isl["best_fitness"] is not None else "-"
         print(f"  island {isl['island']}: {isl['members']} members, best {fit} "
