@@ -399,7 +399,7 @@ def _executor_overrides(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    from . import runner
+    from . import api
     overrides = {"problem": args.problem, "out": args.out, "budget.minutes": args.minutes,
                  "budget.max_evaluations": args.max_evaluations,
                  "budget.max_tokens": args.max_tokens, "budget.max_cost_usd": args.max_cost,
@@ -409,8 +409,8 @@ def cmd_run(args) -> int:
                  "tracking.enabled": False if args.no_tracking else None,
                  "tuning.enabled": False if args.no_tuning else None}
     cfg = load_config(args.config, overrides)
-    cfg.problem = _problem(cfg.problem).key    # a FILE.py:NAME problem, found from any folder
-    return runner.start(cfg, progress=not args.quiet, report=not args.no_report)
+    _problem(cfg.problem)
+    return api.start(cfg, progress=not args.quiet, report=not args.no_report)
 
 
 def cmd_resume(args) -> int:
@@ -474,10 +474,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from .ui import serve
+    from .ui import UIError, serve
     try:
-        return serve(args.dir, args.port or 5000)
-    except FileNotFoundError as exc:
+        return serve(args.dir, args.port)
+    except (FileNotFoundError, UIError) as exc:
         raise UserError(str(exc)) from None
 
 
