@@ -14,7 +14,7 @@ priority (nice 19), so it only gets the CPU the search leaves; a new run's SQLit
 of an empty, already migrated template kept in the user cache (`glia_evo.baseline_cache.cache_dir`,
 `mlflow/empty-<mlflow version>.db`, made once per MLflow version) instead of MLflow creating its
 schema again (3 s of CPU); MLflow's own telemetry is off. At exit the engine waits for the backlog
-at most `GLIA_EVO_TRACKING_DRAIN_S` seconds (default 5): what is left stays in
+at most `GLIA_EVO_TRACKING_DRAIN_S` seconds (default 2): what is left stays in
 `tracking_backlog/` and is logged by the next session, or now by `glia-evo track DIR`
 (`drain()`).
 """
@@ -49,7 +49,7 @@ def metric_key(name: str) -> str:
 
 
 DRAIN_ENV = "GLIA_EVO_TRACKING_DRAIN_S"    # the most the engine waits for the backlog at exit
-DEFAULT_DRAIN_S = 5.0
+DEFAULT_DRAIN_S = 2.0
 NICE = 19                                 # the logging process's scheduling priority
 STOP_FILE = "STOP"
 LOCK_FILE = ".lock"
@@ -73,6 +73,10 @@ class Tracker:
             [sys.executable, "-m", "glia_evo.tracking", str(run_dir), self.uri, run_name,
              str(retry_s)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(run_dir / "tracking.log", "a"), start_new_session=False)
+        try:      # at once, before its imports run (main() lowers it too, for other callers)
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, NICE)
+        except OSError:
+            pass
 
     def enqueue(self, kind: str, **payload) -> None:
         with self._lock:
