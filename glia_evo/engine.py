@@ -254,9 +254,11 @@ class Engine:
         with self.store.transaction():
             for island in range(self.cfg.search.islands):
                 for name in self.cfg.search.seeds:
+                    own = name.endswith(".py")      # a seed FILE.py of the user's, not a baseline
                     cand = Candidate(source=self.problem.seed_source(name),
-                                     island=island, operator="seed", rationale=f"baseline {name}",
-                                     extra={"baseline": name})
+                                     island=island, operator="seed",
+                                     rationale=f"{'seed file' if own else 'baseline'} {name}",
+                                     extra={"seed_file" if own else "baseline": name})
                     self.store.add(cand)
                     self.events.write("proposal", candidate=cand.id, island=island,
                                       operator="seed", parents=[])
@@ -684,8 +686,9 @@ class Engine:
         (the simulator is deterministic): a result forged by a program that got out of the
         language layer, or a lucky race, does not survive a second process. Shipped baselines
         are trusted code and skip this. Returns why it failed, or None."""
-        if cand.operator == "seed" and cand.extra.get("baseline") and cand.source == \
-                self.problem.baseline_source(cand.extra["baseline"]):
+        if cand.operator == "seed" and cand.extra.get("baseline") in \
+                self.problem.baseline_names() and \
+                cand.source == self.problem.baseline_source(cand.extra["baseline"]):
             return None
         cascade_split = job.cascade_split if job.cascade else None
         for _ in range(2):      # a second job killed from outside (not by itself) runs again

@@ -108,11 +108,8 @@ def test_a_forged_best_that_does_not_reproduce_is_not_believed(tmp_path, monkeyp
     seed_file = tmp_path / "forged.py"
     seed_file.write_text(baseline_source("routing", "llq") + "# forged\n")
     monkeypatch.setattr(engine_module, "evaluate_job", _forging_job)
-    monkeypatch.setattr(engine_module, "baseline_source",
-                        lambda problem, name: seed_file.read_text() if name == "round_robin"
-                        else baseline_source(problem, name))
     cfg_path = tmp_path / "cfg.toml"
-    cfg_path.write_text(small_run_toml("forge", 3, search={"islands": 1, "seeds": ["round_robin"]},
+    cfg_path.write_text(small_run_toml("forge", 3, search={"islands": 1, "seeds": [str(seed_file)]},
                                        tuning={"enabled": False}))
     cfg = load_config(cfg_path, {"out": str(tmp_path / "run")})
     assert runner.start(cfg, progress=False) == 0
