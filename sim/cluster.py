@@ -43,7 +43,7 @@ class ReplicaSpec:
 
     profile: str = "llama3-8b/a10"
     chunk_size: int = 8192
-    max_batch: int = 256
+    max_batch: int = 128             # Vidur's batch_size_cap default (vLLM's max_num_seqs: 256)
     num_blocks: int | None = None
 
     def __post_init__(self):
@@ -519,7 +519,7 @@ def validate_workload(workload: Sequence[RequestSpec], spec: ClusterSpec) -> Non
         kinds.append(spec.autoscale.replica)
     for r in kinds:
         prof = r.gpu_profile()
-        cap = (prof.num_blocks - int(prof.num_blocks * spec.watermark)) * prof.block_size
+        cap = (prof.num_blocks - max(int(prof.num_blocks * spec.watermark), 1)) * prof.block_size
         for i, req in enumerate(workload):
             if req.prompt_tokens + req.output_tokens > cap:
                 raise ValueError(f"request {i} needs {req.prompt_tokens + req.output_tokens} "

@@ -2,16 +2,19 @@
 
 Semantics of one iteration (the reference, `_explicit_step`):
 1. Every decoding request needs room for one more token; if its KV blocks are full it takes a new
-   block. When blocks run out, the most recently admitted request is evicted: its blocks are freed,
-   it goes back to the front of the pending list and will restart with everything processed so far
-   (prompt + generated tokens) as its new prompt.
+   block. As in Vidur's Sarathi scheduler (vLLM's rule), each decoding request needs one free
+   block at its turn; while none is free, the last running request in batch order is evicted:
+   its blocks are freed, it goes back to the front of the pending list and will restart with
+   everything processed so far (prompt + generated tokens) as its new prompt. Batch order is
+   Vidur's: decodes, then running prefills, then this iteration's admissions, so the most
+   recently admitted request goes first.
 2. A token budget of `chunk_size` per iteration: one token per decoding request, then prefill
    chunks of requests already admitted, then new admissions in scheduling order (FCFS unless a
    scheduler policy is set) while blocks (the whole prompt, plus a small watermark), the token
    budget and the batch limit allow; admission stops at the first request that does not fit.
    A scheduler policy is consulted only at iterations where at least one pending request could
    be admitted (`_admission_possible`), so both modes consult it at the same iterations.
-3. Duration from the GPU profile; at the end, prefills that finish emit their first token,
+3. Duration from the GPU profile (`GpuProfile.iteration_ps` + `attention_extra_ps`); at the end, prefills that finish emit their first token,
    decoders emit one token each, finished requests free their blocks.
 
 Fast path (`_plan_run`): when nothing can be admitted and every active request is decoding, the
@@ -143,7 +146,7 @@ class Replica:
         self.fast = fast
         self.state = state
         self.pending: list[Req] = []
-        self.active: list[Req] = []   # in admission order: the last one is evicted first
+        self.active: list[Req] = []   # in batch order: the last one is evicted first
         self.used_blocks = 0
         self.admit_counter = 0
         self.run: _Run | None = None
@@ -171,7 +174,9 @@ class Replica:
             self.proc.interrupt()
 
     def max_blocks(self) -> int:
-        return self.profile.num_blocks - self.watermark_blocks
+        """The most blocks one request may ever need here: the watermark stays free, and at
+        least one block (a decoding request alone must find one free at its turn)."""
+        return self.profile.num_blocks - max(self.watermark_blocks, 1)
 
     def used_blocks_at(self, now: int) -> int:
         run = self.run
@@ -269,12 +274,14 @@ class Replica:
             if steps is None or left < steps:
                 steps = left
         n = len(active)
-        # the first iteration whose block growth would not fit ends the run before it
-        if block_growth(cnt, steps, bs) > free:
-            lo, hi = 0, steps       # largest m with growth(m) <= free
+        # the run ends before the first iteration that could evict: a decoding request must find
+        # a free block at its turn, so one block must stay free after the run's growth
+        room = free - 1
+        if block_growth(cnt, steps, bs) > room:
+            lo, hi = 0, steps       # largest m with growth(m) <= room
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                if block_growth(cnt, mid, bs) <= free:
+                if block_growth(cnt, mid, bs) <= room:
                     lo = mid
                 else:
                     hi = mid - 1
@@ -282,8 +289,9 @@ class Replica:
         if steps < 2:
             return None
         prof = self.profile
-        base = prof.a_ps + prof.c_ps * n + prof.d_ps * kv
-        return _Run(self.env.now, steps, n, base, prof.d_ps * n, cnt)
+        d = prof.d_decode_ps if n > 1 else prof.d_ps
+        base = prof.linear_ps(0, n) + d * kv
+        return _Run(self.env.now, steps, n, base, d * n, cnt)
 
     def _apply_run(self, run: _Run) -> None:
         m = run.steps
@@ -301,34 +309,51 @@ class Replica:
         self._finish(finished)
 
     def _explicit_step_start(self):
-        """Evict if needed, admit, and return (duration, decoders, prefill chunks) or None."""
+        """Evict if needed, admit, and return (duration, decoders, prefill chunks) or None.
+
+        Vidur's Sarathi scheduler: running requests in batch order; each decoding request needs
+        one free block at its turn (vLLM requires at least one available, even when the request
+        does not take a new block this iteration); while none is free the last running request
+        not yet scheduled this iteration is evicted (the request itself when it is the last).
+        """
         bs = self.profile.block_size
-        active = self.active
-        need = sum(1 for r in active if r.processed >= r.target and r.processed % bs == 0)
+        order = self.active
         free = self.profile.num_blocks - self.used_blocks
-        while need > free:
-            victim = active.pop()
-            if victim.processed >= victim.target and victim.processed % bs == 0:
-                need -= 1
-            self._evict(victim)
-            free = self.profile.num_blocks - self.used_blocks
         decoders = []
-        chunks = []
+        prefills = []
         kv = 0
-        for r in active:
-            if r.processed >= r.target:
-                if r.processed % bs == 0:
-                    r.blocks += 1
-                    self.used_blocks += 1
-                decoders.append(r)
-                kv += r.processed
+        i = 0
+        while i < len(order):
+            r = order[i]
+            if r.processed < r.target:
+                prefills.append(r)
+                i += 1
+                continue
+            while free < 1:
+                victim = order.pop()
+                self._evict(victim)
+                free = self.profile.num_blocks - self.used_blocks
+                if victim is r:
+                    break
+            if i >= len(order):     # r itself was evicted
+                break
+            if r.processed % bs == 0:
+                r.blocks += 1
+                self.used_blocks += 1
+                free -= 1
+            decoders.append(r)
+            kv += r.processed
+            i += 1
+        chunks = []
         budget = self.chunk_size - len(decoders)
-        for r in active:
-            if r.processed < r.target and budget > 0:
+        for r in prefills:
+            if budget > 0:
                 c = min(r.target - r.processed, budget)
                 chunks.append((r, c))
                 kv += r.processed
                 budget -= c
+        # the batch order Vidur keeps: decodes, then running prefills, then new admissions
+        active = self.active = decoders + prefills
         free = self.profile.num_blocks - self.used_blocks
         if budget > 0 and self._admission_possible(free):
             order = self.cluster.admission_order(self)
@@ -359,7 +384,10 @@ class Replica:
                     f"(return at least one id when `active` is empty)")
             return None
         prefill = sum(c for _, c in chunks)
-        duration = self.profile.iteration_ps(prefill, len(decoders), kv)
+        decode_kv = sum(r.processed for r in decoders)
+        duration = (self.profile.iteration_ps(prefill, len(decoders), kv)
+                    + self.profile.attention_extra_ps(sum(c * c for _, c in chunks),
+                                                      len(decoders), decode_kv))
         return duration, decoders, chunks
 
     def _explicit_step_end(self, decoders, chunks) -> None:
