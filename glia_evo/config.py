@@ -81,6 +81,9 @@ class LLMConfig:
     supervisor_model: str = ""       # "" = the first of `models`
     prices: dict = field(default_factory=dict)     # model -> [input, output] USD per 1M tokens
     prompts_dir: str = ""            # a folder of template files overriding the packaged ones
+    experiments: int = 0             # tool calls a Researcher may make before it proposes; 0 = none
+    experiment_requests: int = 50000  # simulated requests per proposal (all its experiments)
+    experiment_tokens: int = 0       # prompt + completion tokens per research turn; 0 = no limit
 
     def weights(self) -> dict[str, float]:
         return {str(k): float(v) for k, v in self.models.items()}
@@ -262,6 +265,9 @@ RANGES: dict[str, Range] = {
     "llm.concurrency": Range(0, MAX_WORKERS, note="0 = automatic"),
     "llm.offline_fraction": Range(0, 1),
     "llm.supervisor_interval": Range(0, MAX_EVALUATIONS, note="0 = no reviews"),
+    "llm.experiments": Range(0, 64, note="0 = no experiments"),
+    "llm.experiment_requests": Range(0, 10**8),
+    "llm.experiment_tokens": Range(0, 10**9, note="0 = no limit"),
     "tuning.trials": Range(2, 10_000),
     "tuning.top_fraction": Range(0, 1, low_open=True),
 }
