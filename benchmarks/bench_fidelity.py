@@ -17,6 +17,7 @@ below in our candidate format: `funsearch_router()`).
 Usage:
     python benchmarks/bench_fidelity.py [--seeds 0-9] [--budgets 2048,4096] [--routers ...]
                                         [--jobs 2] [--extra-budgets 2240,3328]
+    python benchmarks/bench_fidelity.py --calibrate 0.4,0.45,0.5,0.55,0.6 [--seeds 0-9]
 """
 from __future__ import annotations
 
@@ -297,6 +298,36 @@ def print_report(cmp: dict) -> None:
               f"{'yes' if ok_rs else 'NO'} (worst x{c['restart_factor']:.2f})")
 
 
+def calibrate(shares: list, seeds: list, routers: list, jobs: int) -> int:
+    """The calibration: for each share of peak bandwidth, every router's mean latency error and
+    llq/router speed-up error at each reference budget; the share with the smallest worst
+    latency error is the one to put in sim/profiles.py (ATTENTION_BANDWIDTH_SHARE)."""
+    ref = load_reference()
+    budgets = sorted({k[0] for k in ref})
+    keys = [(b, r, s) for b in budgets for r in routers for s in seeds if (b, r, s) in ref]
+    print(f"calibration set: {REFERENCE_CSV.name}, budgets {budgets}, seeds {seeds}, "
+          f"routers {routers}")
+    print("| share | " + " | ".join(f"{b}: worst RT err | {b}: mean abs RT err | "
+                                    f"{b}: worst speed-up err" for b in budgets) + " |")
+    print("|" + " --- |" * (1 + 3 * len(budgets)))
+    best = None
+    for share in shares:
+        set_bandwidth_share(share)
+        cmp = compare(ref, run_all(keys, jobs), budgets, routers, seeds)
+        cells = []
+        for b in budgets:
+            c = cmp[b]
+            cells += [f"{c['max_abs_err']:.1%}",
+                      f"{mean([abs(r['err']) for r in c['rows']]):.1%}",
+                      f"{c['max_speedup_err']:.1%}"]
+        worst = max(cmp[b]["max_abs_err"] for b in budgets)
+        if best is None or worst < best[0]:
+            best = (worst, share)
+        print(f"| {share:g} | " + " | ".join(cells) + " |", flush=True)
+    print(f"smallest worst-case latency error: share {best[1]:g} ({best[0]:.1%})")
+    return 0
+
+
 def parse_list(text: str, kind=int) -> list:
     if kind is int and "-" in text:
         a, b = map(int, text.split("-"))
@@ -316,7 +347,13 @@ def main(argv=None) -> int:
     ap.add_argument("--bandwidth-share", type=float,
                     help="calibration: run with this share of peak HBM bandwidth for the "
                          "KV-read term instead of sim.profiles.ATTENTION_BANDWIDTH_SHARE")
+    ap.add_argument("--calibrate", default="",
+                    help="comma-separated bandwidth shares to try on the calibration set (the "
+                         "reference CSV's budgets and seeds); prints each share's errors")
     args = ap.parse_args(argv)
+    if args.calibrate:
+        return calibrate(parse_list(args.calibrate, float), parse_list(args.seeds),
+                         parse_list(args.routers, str), args.jobs)
     if args.bandwidth_share is not None:
         set_bandwidth_share(args.bandwidth_share)
     ref = load_reference()
