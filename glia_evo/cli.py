@@ -254,7 +254,7 @@ def _instances(problem: Problem, args) -> list[Instance]:
         raise UserError(f"--trace replays requests on a simulated cluster; the {problem.name} "
                         f"problem has its own evaluate()")
     if trace is not None:
-        load_trace(trace)     # validate here: TraceError is a user error, reported by main()
+        check_trace(trace, getattr(args, "rate_scale", 1.0))
         scenario = Scenario(f"trace:{trace.name}", f"replay of {trace}", scenario.cluster,
                             partial(_replay, str(trace.resolve())), seeds=(0,))
     seed = getattr(args, "seed", None)
@@ -262,6 +262,42 @@ def _instances(problem: Problem, args) -> list[Instance]:
     return [Instance(scenario, s, rate_scale=getattr(args, "rate_scale", 1.0),
                      replicas=getattr(args, "replicas", None),
                      kv_blocks=getattr(args, "kv_blocks", None)) for s in seeds]
+
+
+MAX_TRACE_REQUESTS = 1_000_000      # rows of a --trace file (about 45 s per policy to simulate)
+MAX_TRACE_SPAN_S = 30 * 86_400.0    # the replay's simulated time, after --rate-scale
+MAX_TRACE_TOKENS = 10_000_000       # prompt or output tokens of one request
+
+
+def check_trace(trace: Path, rate_scale: float = 1.0) -> None:
+    """A --trace file bounded before it is parsed (rows counted in 1 MiB chunks, stopping past
+    the limit), then read (TraceError names a bad row) and checked for values the simulator
+    cannot handle: arrivals beyond MAX_TRACE_SPAN_S, token counts beyond MAX_TRACE_TOKENS."""
+    if not trace.is_file():
+        raise UserError(f"trace file not found: {clean(str(trace), 300)}")
+    rows = 0
+    try:
+        with trace.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                rows += chunk.count(b"\n")
+                if rows > MAX_TRACE_REQUESTS + 1:
+                    raise UserError(f"{clean(str(trace), 300)} has more than "
+                                    f"{MAX_TRACE_REQUESTS:,} requests, the most a --trace replays; "
+                                    f"replay a slice of it (e.g. head -n {MAX_TRACE_REQUESTS + 1})")
+    except OSError as exc:
+        raise UserError(f"cannot read {clean(str(trace), 300)}: {exc.strerror or exc}") from None
+    requests = load_trace(trace)     # TraceError is a user error, reported by main()
+    if not requests:
+        raise UserError(f"{clean(str(trace), 300)} holds no request")
+    span = max(r.arrival_s for r in requests) / rate_scale
+    if not math.isfinite(span) or span > MAX_TRACE_SPAN_S:
+        raise UserError(f"{clean(str(trace), 300)}: its arrivals span {span:.3g} s (after "
+                        f"--rate-scale {rate_scale:g}); a replay covers at most "
+                        f"{MAX_TRACE_SPAN_S:.0f} s (30 days)")
+    big = max(max(r.prompt_tokens, r.output_tokens) for r in requests)
+    if big > MAX_TRACE_TOKENS:
+        raise UserError(f"{clean(str(trace), 300)}: a request has {big:.3g} tokens; at most "
+                        f"{MAX_TRACE_TOKENS:,} prompt or output tokens per request")
 
 
 def _replay(path: str, seed: int):

@@ -227,3 +227,32 @@ def test_sigterm_with_the_most_islands_stops_promptly(tmp_path):
     assert time.monotonic() - t0 < 15, err
     assert proc.returncode == 0, err
     assert "stopped: terminated" in out and "Traceback" not in err
+
+
+TRACE_HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
+
+
+@pytest.mark.parametrize("rows, args, fragment", [
+    ("0,10,10\n1e300,10,10\n", [], "its arrivals span 1e+300 s"),
+    ("0,10,10\n1,1e300,10\n", [], "a request has 1e+300 tokens"),
+    ("0,10,10\n2000000,10,10\n", ["--rate-scale", "0.001"], "after --rate-scale 0.001"),
+])
+def test_a_trace_with_values_too_large_to_simulate_is_one_line(tmp_path, rows, args, fragment):
+    trace = tmp_path / "t.csv"
+    trace.write_text(TRACE_HEADER + rows)
+    proc = glia("simulate", "--policy", "llq", "--trace", str(trace), *args, timeout=60)
+    one_line_error(proc, fragment)
+
+
+def test_a_huge_trace_is_refused_before_it_is_parsed(tmp_path, monkeypatch, capsys):
+    from glia_evo import cli
+    monkeypatch.setattr(cli, "MAX_TRACE_REQUESTS", 50)
+    trace = tmp_path / "t.csv"
+    trace.write_text(TRACE_HEADER + "".join(f"{i},10,10\n" for i in range(51)))
+
+    def never(*a, **kw):
+        raise AssertionError("the trace was parsed")
+    monkeypatch.setattr(cli, "load_trace", never)
+    assert cli.main(["simulate", "--policy", "llq", "--trace", str(trace)]) == 2
+    err = capsys.readouterr().err
+    assert "has more than 50 requests, the most a --trace replays" in err
