@@ -256,3 +256,24 @@ def test_a_huge_trace_is_refused_before_it_is_parsed(tmp_path, monkeypatch, caps
     assert cli.main(["simulate", "--policy", "llq", "--trace", str(trace)]) == 2
     err = capsys.readouterr().err
     assert "has more than 50 requests, the most a --trace replays" in err
+
+
+def test_docs_cli_md_lists_every_key_variable_and_command():
+    from dataclasses import fields
+    from pathlib import Path
+    from glia_evo.cli import build_parser
+    from glia_evo.config import ENVIRONMENT, RunConfig
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+
+    def keys(obj, prefix=""):
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if hasattr(value, "__dataclass_fields__"):
+                yield from keys(value, f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name
+    missing = [k for k in keys(RunConfig()) if f"`{k}`" not in text]
+    assert not missing, f"docs/cli.md does not describe {missing}"
+    assert all(f"`{name}`" in text for name in ENVIRONMENT)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert all(f"glia-evo {name}" in text for name in sub.choices)
