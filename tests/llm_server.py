@@ -17,6 +17,13 @@ HTTP error, optionally with Retry-After), `Hang` (answer nothing for a while: a 
 `Drop` (close the connection without answering), `GoAway` (stop listening for a while: refused
 connections, then come back on the same port).
 
+With `Reply(text, tool_calls=[("simulate", {...})])` the answer is an assistant message with
+`tool_calls` (ids `call_<request>_<i>`, `type: "function"`, `function: {name, arguments}` with
+the arguments as a JSON string) and `finish_reason: "tool_calls"`, as OpenAI sends it; the
+record's `tool_results` counts the `role: "tool"` messages (and text-protocol result messages)
+its conversation holds. `ScriptedServer(tools=False)` is an endpoint without tool support: a
+request with `tools` gets HTTP 400, like a llama.cpp server started without `--jinja`.
+
 `ScriptedServer(slots=1)` answers one call at a time, like llama.cpp's server with one slot: the
 others wait (queued) until the one being answered is done; `max_active` is the most requests
 it was ever handling at once (queued ones included) and `max_serving` the most answered at once.
@@ -41,6 +48,9 @@ class Reply:
     completion_tokens: int | None = None
     delay: float = 0.0                   # think this long before answering
     finish_reason: str = "stop"          # "length": cut off at max_tokens (as real servers say)
+    # function calls in the OpenAI wire format: (name, arguments) pairs, arguments a dict (sent
+    # as JSON text) or a str sent verbatim (e.g. malformed JSON); finish_reason "tool_calls"
+    tool_calls: list | None = None
 
 
 @dataclass
@@ -66,6 +76,7 @@ class GoAway:
 
 
 ROLES = ("researcher", "analyst", "supervisor")
+REPAIR_START = "Your answer could not be used"     # glia_evo/prompts/researcher_repair.md
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -121,6 +132,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"unknown path {self.path}"}})
             return
         record = owner._record(self.path, dict(self.headers), body)
+        if body.get("tools") and not owner.tools:
+            record["action"], record["status"] = "no_tools", 400
+            self._json(400, {"error": {"message": "tools are not supported by this server",
+                                       "type": "invalid_request_error", "code": 400}})
+            return
         owner._enter()
         try:
             self._answer(owner, record, body)
@@ -193,8 +209,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedServer:
-    def __init__(self, port: int = 0, slots: int | None = None):
+    def __init__(self, port: int = 0, slots: int | None = None, tools: bool = True):
         self.port = port
+        self.tools = tools
         self._slots = threading.Semaphore(slots) if slots else None
         self.active = self.max_active = 0
         self.serving = self.max_serving = 0
@@ -277,7 +294,11 @@ class ScriptedServer:
             role = role_of(messages)
             record = {"n": len(self.requests), "t": time.time(), "path": path,
                       "model": body.get("model"), "role": role,
-                      "repair": role == "researcher" and len(messages) > 2,
+                      "repair": role == "researcher" and len(messages) > 2 and str(
+                          messages[-1].get("content") or "").startswith(REPAIR_START),
+                      "tool_results": sum(1 for m in messages if m.get("role") == "tool") + sum(
+                          str(m.get("content") or "").count("\nRESULT ") for m in messages
+                          if m.get("role") == "user"),
                       "messages": messages, "body": body,
                       "call": headers.get("X-Glia-Call") or headers.get("x-glia-call"),
                       "authorization": headers.get("Authorization") or headers.get(
@@ -301,13 +322,22 @@ class ScriptedServer:
         if prompt is None:
             prompt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
         completion = reply.completion_tokens if reply.completion_tokens is not None \
-            else len(text) // 4 + 1
+            else (len(text) + sum(len(str(a)) for _, a in reply.tool_calls or ())) // 4 + 1
         record["usage"] = (prompt, completion) if reply.usage else None
         out = {"id": f"chatcmpl-{record['n']}", "object": "chat.completion",
                "created": int(time.time()), "model": body.get("model", "scripted"),
                "system_fingerprint": "fp_scripted",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                             "logprobs": None, "finish_reason": reply.finish_reason}]}
+        if reply.tool_calls:
+            msg = out["choices"][0]["message"]
+            msg["content"] = text or None
+            msg["tool_calls"] = [
+                {"id": f"call_{record['n']}_{i}", "type": "function",
+                 "function": {"name": name, "arguments": args if isinstance(args, str)
+                              else json.dumps(args)}}
+                for i, (name, args) in enumerate(reply.tool_calls)]
+            out["choices"][0]["finish_reason"] = "tool_calls"
         if reply.usage:
             out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                             "total_tokens": prompt + completion}

@@ -2,7 +2,7 @@
 parsing (SEARCH/REPLACE diffs or full programs), prompt templates, and the Researcher, Analyst
 and Supervisor. The engine (glia_evo.engine) runs them in threads beside the evaluations."""
 from .agents import (AnalystSnapshot, LLMAnalyst, ResearchOutcome, Researcher, ResearchSnapshot,
-                     Supervisor, SupervisorSnapshot)
+                     Supervisor, SupervisorSnapshot, split_insights)
 from .answers import AnswerError, ResearchAnswer, apply_diff, parse_answer
 from .client import (ChatResult, LLMCancelled, LLMClient, LLMError, LLMFatal, LLMUnavailable,
                      api_key_from_env, pick_model, price)
@@ -12,4 +12,4 @@ __all__ = ["AnalystSnapshot", "AnswerError", "ChatResult", "LLMAnalyst", "LLMCan
            "LLMClient", "LLMError", "LLMFatal", "LLMUnavailable", "Prompts", "ResearchAnswer",
            "ResearchOutcome", "ResearchSnapshot", "Researcher", "Supervisor",
            "SupervisorSnapshot", "api_key_from_env", "apply_diff", "parse_answer", "pick_model",
-           "price"]
+           "price", "split_insights"]

@@ -15,6 +15,7 @@ from population.dedup import code_hash
 from sandbox import ALLOWED_IMPORTS
 
 from ..analyst import MAX_WORDS, _clip
+from ..hygiene import clean
 from ..problems import Problem
 from .answers import (AnswerError, ResearchAnswer, example_program, is_echo, parse_answer,
                       signature_text, signatures)
@@ -176,6 +177,13 @@ class ResearchOutcome:
     message: str = ""                                # transport / endpoint failure
     repaired: bool = False
     prompt: str = ""                                 # the first user message (for events)
+    # a research turn (experiments > 0): the experiment records (JSON data, cleaned), the
+    # CONCLUSION the model drew from them, what they cost and the experiments.md text
+    experiments: list = field(default_factory=list)
+    conclusion: str = ""
+    work: dict = field(default_factory=dict)         # calls, errors, simulations, requests, ...
+    experiments_md: str = ""
+    protocol: str = ""                               # "tools" | "text" (how it called them)
 
 
 def _outcome_of(exc: LLMError) -> str:
@@ -189,11 +197,21 @@ def _outcome_of(exc: LLMError) -> str:
 
 
 class Researcher:
-    def __init__(self, client, problem, prompts: Prompts, summary_wait_s: float = 600.0):
+    """Proposes children. With `tools` (glia_evo.research.make_tools) and `experiments` K > 0,
+    a proposal is a research turn: hypothesis, up to K experiments (simulate, request_log,
+    compare, workload_stats, through the chat API's function calling or the EXPERIMENT: text
+    protocol), a CONCLUSION, then the code; `experiments = 0` is the plain proposal."""
+
+    def __init__(self, client, problem, prompts: Prompts, summary_wait_s: float = 600.0, *,
+                 tools=None, experiments: int = 0):
         self.client = client
         self.problem = problem
         self.prompts = prompts
         self.summary_wait_s = summary_wait_s
+        self.tools = tools
+        self.experiments = max(0, int(experiments or 0)) if tools is not None else 0
+        # function calling (None: not known yet, tried first), or the text protocol
+        self.native = getattr(tools, "native", None)
         self.sigs = signatures(problem)
         self.signatures = "\n".join(
             f"    {signature_text(e, self.sigs[e])}" if e in self.sigs else f"    {e}(...)"
@@ -240,7 +258,10 @@ class Researcher:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def propose(self, snap: ResearchSnapshot) -> ResearchOutcome:
-        """Ask once; if the answer is unusable, ask again with the exact error; then give up."""
+        """Ask once; if the answer is unusable, ask again with the exact error; then give up.
+        With experiments, a research turn first (`research`)."""
+        if self.experiments > 0:
+            return self.research(snap)
         out = ResearchOutcome(status="ok", model=snap.model)
         try:
             msgs = self.messages(snap)
@@ -282,6 +303,156 @@ class Researcher:
             return out
         out.status = "discarded"
         return out
+
+
+    # ------------------------------------------------------------------------- research turn
+    def research_messages(self, snap: ResearchSnapshot) -> list[dict]:
+        msgs = self.messages(snap)
+        t = self.tools
+        extra = self.prompts.render(
+            "researcher_experiments", experiments=self.experiments, parent_id=snap.parent.id,
+            scenarios=", ".join(t.scenario_names()), overrides=t.overrides_text(),
+            example_scenario=t.scenario_names()[0],
+            requests=t.max_requests or "no limit")
+        msgs[-1] = {"role": "user", "content": msgs[-1]["content"] + "\n\n" + extra}
+        return msgs
+
+    def research(self, snap: ResearchSnapshot) -> ResearchOutcome:
+        """hypothesis -> up to K experiments -> conclusion -> code. The model's tool calls (or
+        EXPERIMENT: lines) are run by a session of `self.tools` and answered in the
+        conversation; a malformed call gets an error answer and the turn goes on. When the
+        experiments are used (or a budget is spent) it is asked for the CONCLUSION and the code,
+        which are read (and repaired once) as a plain proposal's answer."""
+        from ..research.protocol import (TOOL_SCHEMAS, assistant_message, native_calls,
+                                         text_calls, text_results, tool_message)
+        out = ResearchOutcome(status="ok", model=snap.model)
+        try:
+            msgs = self.research_messages(snap)
+            session = self.tools.session(snap.parent, calls=self.experiments)
+        except Exception as exc:   # noqa: BLE001 - a broken template must not kill the run
+            out.status, out.message = "error", f"cannot build the prompt: {exc!r}"
+            return out
+        out.prompt = msgs[-1]["content"]
+        used_native = False
+        rounds, max_rounds = 0, self.experiments + 2      # malformed calls may be retried
+        closing = False
+        result = None
+        while True:
+            offer = not closing
+            native = self.native is not False
+            kwargs = {}
+            if native and (offer or used_native):
+                kwargs["tools"] = TOOL_SCHEMAS
+                if not offer:
+                    kwargs["tool_choice"] = "none"
+            try:
+                result = self.client.chat(msgs, snap.model,
+                                          call_id=f"researcher-{snap.index}-x{rounds + 1}",
+                                          **kwargs)
+            except LLMError as exc:
+                if kwargs and not used_native and type(exc) is LLMError:
+                    # a 400 for the request with `tools`: an endpoint without function
+                    # calling; the text protocol from now on (for every later turn too)
+                    self.native = False
+                    out.work["tools_refused"] = clean(str(exc), 200)
+                    continue
+                out.status, out.message = _outcome_of(exc), str(exc)
+                return self._finish(out, session)
+            out.calls.append(result)
+            session.add_tokens(result.tokens)
+            if result.tool_calls:
+                calls, via = native_calls(result.tool_calls), "tools"
+            else:
+                calls, via = text_calls(result.text), "text"
+            if not calls or not offer:
+                break
+            if self.native is None and via == "tools":
+                self.native = True
+            out.protocol = out.protocol or via
+            rounds += 1
+            why = result.text.strip()
+            answers = []
+            for call in calls:
+                if call.error:
+                    answers.append((call, session.reject(call.name, call.error, via=via,
+                                                         why=why)))
+                else:
+                    answers.append((call, session.call(call.name, call.arguments, why=why,
+                                                       via=via)))
+            if via == "tools":
+                used_native = True
+                msgs = msgs + [assistant_message(result.text, result.tool_calls)] + [
+                    tool_message(c, a) for c, a in answers]
+            else:
+                msgs = msgs + [{"role": "assistant", "content": result.text},
+                               {"role": "user", "content": text_results(answers)}]
+            spent = session.exhausted()
+            if spent or rounds >= max_rounds:
+                closing = True
+                msgs = msgs + [{"role": "user", "content": self.prompts.render(
+                    "researcher_conclude", why=spent or "the experiment rounds are used",
+                    parent_id=snap.parent.id)}]
+        self._answer(snap, msgs, out, result, tools=TOOL_SCHEMAS if used_native else None)
+        return self._finish(out, session)
+
+    def _finish(self, out: ResearchOutcome, session) -> ResearchOutcome:
+        from ..research import experiments_markdown
+        out.experiments = list(session.records)
+        out.work = {**session.work(), **out.work}
+        if out.answer is not None:
+            out.conclusion = out.answer.conclusion
+            out.answer.experiments = out.experiments
+        out.experiments_md = experiments_markdown(
+            out.experiments, out.conclusion,
+            out.answer.hypothesis if out.answer is not None else "")
+        return out
+
+    def _answer(self, snap, msgs, out: ResearchOutcome, result, tools=None) -> None:
+        """The plain proposal's reading of an answer (one repair round), starting from
+        `result`, the answer already received (and counted in out.calls)."""
+        from ..research.protocol import assistant_message, error_answer, native_calls, \
+            tool_message
+        for attempt in range(2):
+            if attempt == 1:
+                kwargs = {"tools": tools, "tool_choice": "none"} if tools else {}
+                try:
+                    result = self.client.chat(msgs, snap.model,
+                                              call_id=f"researcher-{snap.index}-{attempt + 1}",
+                                              **kwargs)
+                except LLMError as exc:
+                    out.status, out.message = _outcome_of(exc), str(exc)
+                    return
+                out.calls.append(result)
+            try:
+                out.answer = parse_answer(result.text, snap.parent.source,
+                                          self.problem.entrypoints, sigs=self.sigs,
+                                          finish_reason=result.finish_reason,
+                                          prompt=msgs[0]["content"])
+                same = snap.known.get(code_hash(out.answer.source)) if snap.known else None
+                if same is not None:
+                    out.answer = None
+                    raise AnswerError(f"the new program is the same as program {same}, which "
+                                      f"is already in the search (only docstrings, comments or "
+                                      f"formatting differ, if anything): propose a different "
+                                      f"change", "duplicate")
+            except AnswerError as exc:
+                out.errors.append(str(exc))
+                out.reasons.append(exc.kind)
+                if attempt == 0:
+                    if result.tool_calls:    # calls after the experiments were closed
+                        late = native_calls(result.tool_calls)
+                        msgs = msgs + [assistant_message(result.text, result.tool_calls)] + [
+                            tool_message(c, error_answer("no more experiments in this turn"))
+                            for c in late]
+                    else:
+                        msgs = msgs + [{"role": "assistant", "content": result.text}]
+                    msgs = msgs + [{"role": "user", "content": self.prompts.render(
+                        "researcher_repair", error=str(exc), parent_id=snap.parent.id,
+                        signatures=self.signatures)}]
+                continue
+            out.repaired = attempt == 1
+            return
+        out.status = "discarded"
 
 
 # --------------------------------------------------------------------------------- Analyst
@@ -344,6 +515,43 @@ class LLMAnalyst:
 
 # --------------------------------------------------------------------------------- Supervisor
 
+INSIGHTS_RE = re.compile(r"^[ \t>*#_-]*insights?[ \t*_]*:?[ \t*_]*$|^[ \t>*#_-]*insights?[ \t*_]*:"
+                         r"[ \t*_]*(?P<inline>\S.*)$", re.M | re.I)
+
+
+def conclusion_of(c) -> str:
+    """' Experiments (N): <conclusion>' for a child of a research turn, else ''."""
+    extra = c.extra or {}
+    text = extra.get("conclusion")
+    if not text:
+        return ""
+    n = extra.get("experiments")
+    n = len(n) if isinstance(n, list) else n
+    return (f". Experiments{f' ({n})' if isinstance(n, int) else ''}, conclusion: "
+            f"{clean(' '.join(str(text).split()), 600)}")
+
+
+def split_insights(notes: str) -> list[str]:
+    """The Supervisor's "INSIGHTS" (what was learnt about the workload): the bullet lines
+    after an `INSIGHTS:` heading (or the text after it on its line), at most 10, cleaned."""
+    m = INSIGHTS_RE.search(notes or "")
+    if not m:
+        return []
+    out = []
+    if m.group("inline"):
+        out.append(m.group("inline"))
+    for line in notes[m.end():].splitlines():
+        t = line.strip()
+        if not t:
+            if out:
+                break
+            continue
+        if re.match(r"^#{1,6}\s", t) or (re.match(r"^[A-Z][A-Z ]+:", t) and not
+                                          t.startswith(("-", "*"))):
+            break
+        out.append(t.lstrip("-*• ").strip())
+    return [clean(x, 300) for x in out if x][:10]
+
 @dataclass
 class SupervisorSnapshot:
     review: int
@@ -371,7 +579,8 @@ class Supervisor:
         recent = "\n".join(f"- {c.id} (island {c.island}, parent "
                            f"{c.parents[0] if c.parents else '-'}): {c.status}, fitness "
                            f"{fitness_fact(c)}. Change: {change_of(c)}. Analyst: "
-                           f"{c.reasoning or '-'}" for c in snap.recent) or "(none)"
+                           f"{c.reasoning or '-'}{conclusion_of(c)}" for c in snap.recent) \
+            or "(none)"
         best = snap.leaderboard[0] if snap.leaderboard else None
         system = self.prompts.render("supervisor_system", problem=self.problem.name,
                                      max_words=SUPERVISOR_WORDS)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sandbox import PolicyCompileError
 from sandbox.compile import check_source
@@ -34,11 +34,11 @@ MARKER_RE = re.compile(r"^[ \t]*(<{5,9}[ \t]*SEARCH|>{5,9}[ \t]*REPLACE)", re.M)
 FENCE_RE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$",
                       re.S | re.M)
 SECTION_RE = re.compile(
-    r"^[ \t>*#_-]*(hypothesis|rationale)[ \t*_]*[:\-–][ \t*_]*(.*?)"
-    r"(?=^[ \t>*#_-]*(?:hypothesis|rationale)[ \t*_]*[:\-–]|^[ \t]*```|^[ \t]*<{5,9}|\Z)",
-    re.S | re.M | re.I)
-HEADING_RE = re.compile(r"^#{1,6}[ \t]*(hypothesis|rationale)[ \t]*\n(.*?)(?=^#{1,6}[ \t]|"
-                        r"^[ \t]*```|^[ \t]*<{5,9}|\Z)", re.S | re.M | re.I)
+    r"^[ \t>*#_-]*(hypothesis|rationale|conclusion)[ \t*_]*[:\-–][ \t*_]*(.*?)"
+    r"(?=^[ \t>*#_-]*(?:hypothesis|rationale|conclusion|experiment)[ \t*_]*[:\-–]|^[ \t]*```|"
+    r"^[ \t]*<{5,9}|\Z)", re.S | re.M | re.I)
+HEADING_RE = re.compile(r"^#{1,6}[ \t]*(hypothesis|rationale|conclusion)[ \t]*\n(.*?)"
+                        r"(?=^#{1,6}[ \t]|^[ \t]*```|^[ \t]*<{5,9}|\Z)", re.S | re.M | re.I)
 MAX_TEXT = 1200
 
 
@@ -165,6 +165,8 @@ class ResearchAnswer:
     rationale: str
     form: str                 # "diff" | "full"
     blocks: int = 0           # SEARCH/REPLACE blocks applied
+    conclusion: str = ""      # a research turn's CONCLUSION (what its experiments showed)
+    experiments: list = field(default_factory=list)   # the turn's experiment records
 
 
 def _clean(text: str) -> str:
@@ -310,7 +312,7 @@ def _parse(text, parent_source, entrypoints, sigs, prompt) -> ResearchAnswer:
                           "write in your own words what limits the parent program and what "
                           "your change does about it", "echo")
     return ResearchAnswer(source=source, hypothesis=hypothesis, rationale=rationale, form=form,
-                          blocks=len(diffs))
+                          blocks=len(diffs), conclusion=sections.get("conclusion", ""))
 
 
 def _is_program(text: str, entrypoints) -> bool:

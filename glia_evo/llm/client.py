@@ -58,6 +58,9 @@ class ChatResult:
     retries: list = field(default_factory=list)     # why each failed attempt failed
     estimated: bool = False                           # the server sent no `usage`
     finish_reason: str = ""                           # "stop", "length" (cut off at max_tokens)
+    # function calls the model asked for (chat API `tools`): {"id", "name", "arguments"}, the
+    # arguments as the raw JSON text the model wrote (hostile: parse, then clean)
+    tool_calls: list = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
@@ -155,13 +158,15 @@ class LLMClient:
 
     def chat(self, messages: list[dict], model: str, *, max_tokens: int | None = None,
              temperature: float | None = None, call_id: str | None = None,
-             priority: int = 0, on_admit=None, give_up: threading.Event | None = None
-             ) -> ChatResult:
+             priority: int = 0, on_admit=None, give_up: threading.Event | None = None,
+             tools: list | None = None, tool_choice: str | None = None) -> ChatResult:
         """One chat completion. `call_id` is sent as the X-Glia-Call header, the same on every
         retry of this call (for the server's logs; OpenAI-compatible servers ignore it). With
         `max_in_flight`, a call waits for a free slot; a `priority` 1 call (the Analyst's) only
         takes one when no priority 0 call (Researcher, Supervisor) is waiting. `on_admit()` is
-        called when the call gets its slot; `give_up` set while it waits abandons it."""
+        called when the call gets its slot; `give_up` set while it waits abandons it.
+        `tools` (OpenAI function schemas) and `tool_choice` are sent as given; the calls the
+        model makes come back in `ChatResult.tool_calls`."""
         cfg = self.cfg
         kwargs = {}
         if call_id:
@@ -172,6 +177,10 @@ class LLMClient:
         max_tokens = cfg.max_output_tokens if max_tokens is None else max_tokens
         if max_tokens:
             kwargs["max_tokens"] = max_tokens
+        if tools:
+            kwargs["tools"] = tools
+            if tool_choice:
+                kwargs["tool_choice"] = tool_choice
         if self._slots is None:
             if on_admit:
                 on_admit()
@@ -245,6 +254,7 @@ class LLMClient:
         except (AttributeError, IndexError, TypeError):
             finish = ""
         finish = clean(str(finish), None)[:40] if finish else ""
+        calls = _tool_calls(resp)
         if not isinstance(text, str):
             text = ""
         # hostile text: no terminal escapes, no secret, wherever it goes next (prompts, state,
@@ -253,8 +263,9 @@ class LLMClient:
         usage = getattr(resp, "usage", None)
         estimated = usage is None or getattr(usage, "prompt_tokens", None) is None
         if estimated:      # ~4 characters per token, so budgets still bind
-            prompt = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
-            completion = len(text) // 4 + 1
+            prompt = sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or ""))
+                         for m in messages) // 4 + 1
+            completion = (len(text) + sum(len(c["arguments"]) for c in calls)) // 4 + 1
         else:
             prompt = int(usage.prompt_tokens or 0)
             completion = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -264,7 +275,37 @@ class LLMClient:
                           completion_tokens=completion,
                           cost_usd=price(self.cfg.prices, name, prompt, completion),
                           seconds=time.monotonic() - started, attempts=attempts,
-                          retries=list(retries), estimated=estimated, finish_reason=finish)
+                          retries=list(retries), estimated=estimated, finish_reason=finish,
+                          tool_calls=calls)
+
+
+MAX_TOOL_CALLS = 16
+MAX_TOOL_ARGUMENTS = 200_000
+
+
+def _tool_calls(resp) -> list[dict]:
+    """`choices[0].message.tool_calls` as plain dicts; names and ids cleaned and bounded, the
+    arguments kept as the model's raw JSON text (bounded; secrets redacted)."""
+    try:
+        raw = resp.choices[0].message.tool_calls or []
+    except (AttributeError, IndexError, TypeError):
+        return []
+    out = []
+    for i, tc in enumerate(list(raw)[:MAX_TOOL_CALLS]):
+        fn = getattr(tc, "function", None)
+        name = getattr(fn, "name", None)
+        args = getattr(fn, "arguments", None)
+        cid = getattr(tc, "id", None)
+        out.append({"id": clean(str(cid), 64) if cid else f"call_{i}",
+                    "name": clean(str(name), 64) if name is not None else "",
+                    "arguments": (redact_text(args)[:MAX_TOOL_ARGUMENTS]
+                                  if isinstance(args, str) else "")})
+    return out
+
+
+def redact_text(text: str) -> str:
+    from ..hygiene import redact
+    return redact(text)
 
 
 class _Gate:

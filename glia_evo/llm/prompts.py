@@ -12,7 +12,8 @@ from string import Template
 
 PACKAGE = "glia_evo.prompts"
 NAMES = ("researcher_system", "researcher", "researcher_repair", "inspiration",
-         "analyst_system", "analyst", "supervisor_system", "supervisor")
+         "analyst_system", "analyst", "supervisor_system", "supervisor",
+         "researcher_experiments", "researcher_conclude")
 
 
 class Prompts:
