@@ -320,7 +320,8 @@ def read_policy_file(policy: str) -> str:
         if len(data) > POLICY_FILE_LIMIT:
             raise UserError(f"policy file {clean(policy, 300)} is larger than "
                             f"{POLICY_FILE_LIMIT} bytes, the limit for candidate programs")
-        return data.decode("utf-8-sig")
+        from .adapter import strip_adapter
+        return strip_adapter(data.decode("utf-8-sig"))   # an exported module's adapter
     except (UnicodeDecodeError, OSError) as exc:
         raise UserError(f"cannot read policy file {clean(policy, 300)}: "
                         f"{clean(exc, 300)}") from None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from population import Candidate, Store, StoreError
 
+from .adapter import adapter_source
 from .hygiene import clean
 from .problems import get_problem
 
@@ -68,8 +69,8 @@ def header(store: Store, cand: Candidate, problem_name: str, split: str,
         for w in judged["warnings"]:
             lines += _comment(f"WARNING: {w}")
     else:
-        lines.append(f"# held-out fitness: not evaluated (run `glia-evo report {run_dir}` "
-                     f"before exporting to see it beside the shipped baselines)")
+        lines += _comment(f"held-out fitness: not evaluated (run `glia-evo report {run_dir}` "
+                          f"before exporting to see it beside the shipped baselines)")
     lines += ["#", f"# {'scenario':<22} {'this':>12} {problem.reference:>12} {'ratio':>8}"]
     for name, metrics in cand.metrics.items():
         mine = metrics.get(problem.metric)
@@ -93,6 +94,59 @@ def header(store: Store, cand: Candidate, problem_name: str, split: str,
                   "# one seeded per evaluation; elsewhere set `module.rng = random.Random(seed)` "
                   "first."]
     return "\n".join(lines) + "\n"
+
+
+USAGE = {
+    "route": ("decide(queue, replicas, now, knobs=None) -> [(request id, replica id)]",
+              "policy.decide(queue=[{\"id\": 7, \"arrival_time\": 0.0, \"prompt_tokens\": 512}],\n"
+              "              replicas=[{\"id\": 0, \"num_pending\": 2, \"num_active\": 5,\n"
+              "                         \"num_blocks\": 8000, \"block_size\": 16,\n"
+              "                         \"free_blocks\": 4100}], now=1.0)"),
+    "schedule": ("decide(pending, active, replica, now, knobs=None) -> request ids in order",
+                 "policy.decide(pending=[{\"id\": 1, \"arrival_time\": 0.0, "
+                 "\"prompt_tokens\": 900}],\n"
+                 "              active=[], replica={\"id\": 0, \"num_blocks\": 8000, "
+                 "\"block_size\": 16}, now=1.0)"),
+    "scale": ("decide(cluster, now, knobs=None) -> replicas wanted",
+              "policy.decide(cluster={\"num_replicas\": 2, \"num_ready\": 2, ...}, now=60.0)"),
+}
+
+
+def module_docstring(cand: Candidate, problem_name: str, split: str) -> str:
+    """The exported module's own docstring (the seed's would describe another policy)."""
+    problem = get_problem(problem_name)
+    entry = problem.entrypoints[0] if problem.entrypoints else "decide"
+    usage, example = USAGE.get(entry, (f"decide(*args, knobs=None) -> what {entry} returns",
+                                       "policy.decide(...)"))
+    return (f'"""glia-evo policy {cand.id} for the {problem_name} problem '
+            f'(fitness {cand.fitness:.4f} on \'{split}\').\n\n'
+            f"Call it on plain data (dicts, dataclasses or any objects with the fields below) "
+            f"with\n    {usage}\n"
+            f"knobs default to KNOBS' values. For example:\n\n    import policy\n    "
+            + example.replace("\n", "\n    ") + "\n\n"
+            f"Fields: a request has id, arrival_time (s), prompt_tokens, and optionally\n"
+            f"processed_tokens, generated_tokens, restarts (default 0). A replica has id and\n"
+            f"optionally state (default \"ready\"), num_blocks and block_size (your servers' KV\n"
+            f"cache: blocks, tokens per block), free_blocks or used_blocks, pending and active\n"
+            f"(lists of requests), num_pending / num_active (default: their lengths); a field\n"
+            f"the policy reads and the data lacks is an AttributeError naming it. Routing with\n"
+            f"no ready replica answers [] (the requests wait). `{entry}` itself takes the\n"
+            f"simulator's views, as in glia-evo.\n"
+            f'"""\n')
+
+
+def without_docstring(source: str) -> str:
+    """The source without its module docstring (a seed's, which describes the seed)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    first = tree.body[0] if tree.body else None
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)):
+        return source
+    lines = source.splitlines(keepends=True)
+    return "".join(lines[:first.lineno - 1] + lines[first.end_lineno:]).lstrip("\n")
 
 
 def _uses_rng(source: str) -> bool:
@@ -129,7 +183,9 @@ def export(run_dir: Path, out: Path, candidate_id: str | None, problem_name: str
         from .verdict import for_candidate
         text = header(store, cand, problem_name, split, reference, run_dir,
                       for_candidate(run_dir, cand.id, split))
-        text += "\n" + cand.source.rstrip() + "\n"
+        text += module_docstring(cand, problem_name, split)
+        text += "\n" + without_docstring(cand.source).rstrip() + "\n"
+        text += adapter_source(get_problem(problem_name).entrypoints)
     finally:
         store.close()
     write_module(out, text)

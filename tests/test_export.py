@@ -54,7 +54,10 @@ def test_export_best_runs_standalone_and_reproduces_fitness(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert text.startswith(f"# glia-evo policy {best.id}")
-    assert "lineage" in text and "seed" in text and best.source.strip() in text
+    from glia_evo.export import without_docstring
+    assert "lineage" in text and "seed" in text and without_docstring(best.source).strip() in text
+    assert "The reference baseline of the routing problem" not in text   # the seed's docstring
+    assert f'"""glia-evo policy {best.id} for the routing problem' in text
 
     isolated = subprocess.run([sys.executable, "-I", "-S", "-c", STANDALONE, str(out)],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -91,3 +94,86 @@ def test_export_to_a_folder_or_an_impossible_place_is_one_line(tmp_path):
     assert os.listdir(folder) == []                       # no existing.tmp, nothing inside
     nested = tmp_path / "new" / "dir" / "p.py"             # missing folders are made
     assert glia("export", str(run), "--out", str(nested)).returncode == 0 and nested.is_file()
+
+
+PLAIN = r"""
+import dataclasses, importlib.util, sys
+assert "glia_evo" not in sys.modules and "sim" not in sys.modules
+spec = importlib.util.spec_from_file_location("policy", sys.argv[1])
+policy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(policy)
+kind = sys.argv[2]
+if kind == "route":
+    queue = [{"id": 7, "arrival_time": 0.0, "prompt_tokens": 512},
+             {"id": 8, "arrival_time": 0.2, "prompt_tokens": 64}]
+    replicas = [{"id": 0, "num_pending": 3, "num_active": 9, "num_blocks": 500,
+                 "block_size": 32, "free_blocks": 120},
+                {"id": 1, "num_blocks": 500, "block_size": 32, "pending": [], "active": [
+                    {"id": 1, "arrival_time": 0.0, "prompt_tokens": 10}]}]
+    answer = policy.decide(queue, replicas, 1.0)
+    assert sorted(r for r, _ in answer) == [7, 8] and all(rep in (0, 1) for _, rep in answer)
+
+    @dataclasses.dataclass
+    class Replica:                      # simple dataclasses work as well as dicts
+        id: int
+        num_pending: int
+        num_active: int
+        num_blocks: int = 500
+        block_size: int = 32
+        state: str = "ready"
+    assert policy.decide(queue, [Replica(0, 5, 5), Replica(1, 0, 0)], 1.0)
+    assert policy.decide(queue, [Replica(0, 0, 0, state="starting")], 1.0) == []
+    assert policy.decide(queue, [], 1.0) == []
+    try:                                # no block size is assumed: it is your servers'
+        policy.replica_view({"id": 3}).block_size
+    except AttributeError as exc:
+        assert "replica 3 has no 'block_size'" in str(exc), exc
+    else:
+        raise SystemExit("a block size was made up")
+    assert policy.replica_view({"id": 3, "num_blocks": 10, "used_blocks": 4}).free_blocks == 6
+    try:
+        policy.decide(queue, replicas, 1.0, knobs={"no_such_knob": 1})
+    except KeyError as exc:
+        assert "unknown knob" in str(exc)
+    else:
+        raise SystemExit("an unknown knob was accepted")
+elif kind == "schedule":
+    pending = [{"id": 1, "arrival_time": 0.5, "prompt_tokens": 900},
+               {"id": 2, "arrival_time": 0.1, "prompt_tokens": 20}]
+    order = policy.decide(pending, [], {"id": 0, "num_blocks": 100, "block_size": 16}, 1.0)
+    assert sorted(order) == [1, 2], order
+    assert policy.decide([], [], {"id": 0}, 1.0) == []
+else:
+    cluster = dict(num_replicas=2, num_ready=2, num_starting=0, num_draining=0, min_replicas=1,
+                   max_replicas=8, interval_s=10.0, cold_start_s=60.0, window_s=60.0,
+                   queue_len=40, num_pending=10, num_active=30, num_waiting=40,
+                   oldest_wait_s=5.0, kv_use=0.95, max_kv_use=0.99, arrival_rate=20.0,
+                   arrivals=1200, completed=1000, recent_completed=100, p50_ttft_s=1.0,
+                   p90_ttft_s=3.0, p99_ttft_s=5.0, p50_e2e_s=10.0, p90_e2e_s=20.0,
+                   p99_e2e_s=30.0, mean_tpot_s=0.05, recent_slo_attainment=0.5,
+                   slo_ttft_s=2.0, slo_tpot_s=0.1, slo_target=0.9, gpu_seconds=100.0,
+                   replicas=[{"id": 0, "num_blocks": 100, "block_size": 16}])
+    wanted = policy.decide(cluster, 60.0)
+    assert isinstance(wanted, int) and wanted > 2, wanted     # overloaded: scale up
+print("plain ok")
+"""
+
+
+def test_the_exported_module_works_on_plain_data(tmp_path):
+    """Each problem's adapter, appended to a shipped baseline as export appends it to the best
+    candidate, run by a bare Python (-I -S: no glia-evo, no simulator)."""
+    from glia_evo.adapter import adapter_source, strip_adapter
+    from glia_evo.problems import get_problem
+    for problem, baseline in (("routing", "hra"), ("routing", "llq"),
+                              ("scheduling", "shortest_prompt_first"),
+                              ("autoscaling", "threshold")):
+        p = get_problem(problem)
+        source = p.baseline_source(baseline) if hasattr(p, "baseline_source") else \
+            __import__("sim.policies", fromlist=["x"]).baseline_source(problem, baseline)
+        module = tmp_path / f"{problem}_{baseline}.py"
+        module.write_text(source + adapter_source(p.entrypoints))
+        assert strip_adapter(module.read_text()) == source + "\n\n"
+        proc = subprocess.run([sys.executable, "-I", "-S", "-c", PLAIN, str(module),
+                               p.entrypoints[0]], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+        assert proc.returncode == 0 and "plain ok" in proc.stdout, (baseline, proc.stderr)
