@@ -387,10 +387,11 @@ class TrackerProcess:
         # idempotent: a record replayed after a crash finds its run instead of adding one
         known = self._candidate_runs()
         found = [client.get_run(known[cand["id"]])] if cand["id"] in known else []
-        run_id = found[0].info.run_id if found else client.create_run(
+        info = found[0].info if found else client.create_run(
             self._experiment_id, run_name=cand["id"],
             tags={"mlflow.parentRunId": parent, "glia.candidate": cand["id"],
-                  "glia.kind": "candidate"}).info.run_id
+                  "glia.kind": "candidate"}).info
+        run_id = info.run_id
         known[cand["id"]] = run_id
         now = int(time.time() * 1000)
         parents = cand.get("parents") or []
@@ -419,10 +420,18 @@ class TrackerProcess:
         files = {"program.py": cand["source"], "reasoning.md": cand.get("reasoning") or "",
                  "rationale.md": cand.get("rationale") or "", "diff.patch": diff,
                  "report.json": json.dumps(report, indent=2, default=str)}
-        with tempfile.TemporaryDirectory() as tmp:     # one upload instead of five
+        local = _local_artifact_dir(info.artifact_uri)
+        if local is not None:       # a local store: the files go where MLflow would put them,
+            local.mkdir(parents=True, exist_ok=True)       # without its repository lookups
             for name, text in files.items():
-                Path(tmp, name).write_text(text, encoding="utf-8")
-            client.log_artifacts(run_id, tmp)
+                tmp = local / f".{name}.tmp"
+                tmp.write_text(text, encoding="utf-8")
+                os.replace(tmp, local / name)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:     # one upload instead of five
+                for name, text in files.items():
+                    Path(tmp, name).write_text(text, encoding="utf-8")
+                client.log_artifacts(run_id, tmp)
         client.set_terminated(run_id, "FINISHED" if cand["status"] == "ok" else "FAILED")
 
     def _log_sync(self) -> None:
@@ -473,6 +482,17 @@ class TrackerProcess:
         client.log_text(parent, lineage_json(item["candidates"]), "lineage.json")
         client.log_text(parent, lineage_html(item["candidates"]), "lineage.html")
         client.set_terminated(parent, item.get("status", "FINISHED"))
+
+
+def _local_artifact_dir(uri: str | None) -> Path | None:
+    """The folder of a file:// artifact URI (a local store's), else None."""
+    if not uri or not uri.startswith("file://"):
+        return None
+    from urllib.parse import unquote, urlsplit
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return Path(unquote(parts.path))
 
 
 def _write_atomically(path: Path, text: str) -> None:
