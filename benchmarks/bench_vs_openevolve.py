@@ -17,7 +17,11 @@ CPU time of the process and all its descendants (getrusage of the reaped childre
 of its largest process. From the engines' own records (glia-evo's events.jsonl, the evaluator's
 log for OpenEvolve): candidates evaluated, the evaluation window (first to last result),
 start-up (launch to first result) and exit (last result to exit) times, and the evaluation time
-per candidate (glia-evo: each job's own evaluation wall time; OpenEvolve: the evaluator's CPU).
+per candidate, the same way for both: the CPU time of glia-evo's evaluation function run
+in-process on the programs (OpenEvolve: measured by its evaluator in its workers; glia-evo: a
+sample of the run's programs evaluated again in the benchmark's process afterwards), so "rest"
+is everything else: the engine, the LLM calls, the sandbox's per-job cost (fork, containment,
+a fresh process's cold caches), re-checks of a new best, tracking.
 
 Engines: `openevolve`, `glia` (tracking on: MLflow), `glia-notrack` (tracking off),
 `glia-cold` (tracking on, SANDBOX_FORK_SERVER=0: jobs forked from the engine, as before issue 13).
@@ -118,7 +122,7 @@ _COUNTER = {"n": 0}
 
 def _current_program(messages: list[dict]) -> str:
     text = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
-    m = re.search(r"# Current Program.*?```python\n(.*?)\n```", text, re.S) or \
+    m = re.search(r"^# Current Program\s*\n```python\n(.*?)\n```", text, re.S | re.M) or \
         re.search(r"```python\n(.*?)\n```", text, re.S)
     return m.group(1) if m else ""
 
@@ -209,7 +213,7 @@ def run_engine(engine: str, url: str, args, tmp: Path, round_no: int, env: dict)
         from glia_evo.events import read_events
         evs = [e for e in read_events(out / "run" / "events.jsonl") if e["event"] == "evaluation"]
         times = [e["t"] for e in evs]
-        eval_s = sum(e.get("seconds") or 0.0 for e in evs)
+        eval_s = _evaluation_cpu(out / "run") * len(evs)
     n = len(times)
     window = max(times) - min(times) if n > 1 else float("nan")
     m = {"engine": engine, "candidates": n, "wall_s": wall, "cpu_s": cpu,
@@ -220,6 +224,27 @@ def run_engine(engine: str, url: str, args, tmp: Path, round_no: int, env: dict)
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return m
+
+
+def _evaluation_cpu(run_dir: Path, sample: int = 6) -> float:
+    """CPU seconds one evaluation of this run's programs takes in-process, as OpenEvolve's
+    evaluator measures its own: the mean over a sample of the evaluated programs, run here."""
+    from glia_evo.evaluation import evaluate, reference_metrics
+    from glia_evo.problems import get_problem
+    from population import Store
+    problem = get_problem("routing")
+    instances = problem.split("quick")
+    reference = {i.name: reference_metrics(problem, i)[problem.metric] for i in instances}
+    store = Store(run_dir / "state.sqlite", create=False)
+    try:
+        sources = [c.source for c in store.all() if c.status == "ok"]
+    finally:
+        store.close()
+    picked = sources[:: max(1, len(sources) // sample)][:sample] or sources[:1]
+    t0 = time.process_time()
+    for source in picked:
+        evaluate(source, problem, instances, reference=reference)
+    return (time.process_time() - t0) / max(1, len(picked))
 
 
 FIELDS = [("candidates", "candidates", "{:.0f}"), ("per_min", "cand/min (whole run)", "{:.1f}"),
