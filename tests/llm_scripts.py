@@ -7,6 +7,7 @@ every answer is a new program (no duplicates).
 """
 from __future__ import annotations
 
+import json
 import re
 
 from llm_server import Reply, parent_source
@@ -135,3 +136,63 @@ def install_small_model(server) -> None:
     server.default("researcher_repair", researcher)
     server.default("analyst", small_analyst)
     server.default("supervisor", small_supervisor)
+
+
+# ----------------------------------------------------------------------------- research turns
+# A Researcher that runs experiments before it proposes (issue 18): each round of a research
+# turn calls the tools of one step of `plan` (function calling when the request offers `tools`,
+# else the EXPERIMENT: text protocol), then answers with a CONCLUSION quoting the first
+# simulation's mean latency and the usual child diff.
+
+def _rounds(messages: list[dict]) -> int:
+    """Experiment rounds already answered in this conversation."""
+    return sum(1 for m in messages if m.get("role") == "assistant" and (
+        m.get("tool_calls") or "EXPERIMENT:" in str(m.get("content") or "")))
+
+
+def _first_latency(messages: list[dict]) -> str:
+    for m in messages:
+        if m.get("role") in ("tool", "user"):
+            hit = re.search(r'"mean_e2e_s":([0-9.]+)', str(m.get("content") or ""))
+            if hit:
+                return hit.group(1)
+    return "?"
+
+
+DEFAULT_PLAN = (
+    [("workload_stats", {})],
+    [("simulate", {"program": "parent"})],
+    [("request_log", {"run_id": "r1", "query": {"kind": "slowest", "n": 5}})],
+    [("compare", {"a": "parent", "b": HRA, "overrides": {"window": [0, 60]}})],
+)
+
+
+def research_factory(plan=DEFAULT_PLAN, text_protocol: bool | None = None):
+    """A Researcher default: experiments by `plan` (a list of rounds, each a list of (tool,
+    arguments) pairs; arguments a dict, or a str sent verbatim: malformed JSON), then the
+    answer. `text_protocol=True` always writes EXPERIMENT: lines, even when tools are offered."""
+    def researcher(record: dict):
+        msgs = record["messages"]
+        last = str(msgs[-1].get("content") or "") if msgs else ""
+        done = _rounds(msgs)
+        offered = bool(record["body"].get("tools")) and record["body"].get(
+            "tool_choice") != "none"
+        if last.startswith("No more experiments") or done >= len(plan) or \
+                "EXPERIMENT" not in str(msgs[1].get("content") if len(msgs) > 1 else ""):
+            return Reply(f"CONCLUSION: the parent's mean latency was {_first_latency(msgs)} s "
+                         f"in the first simulation; the slowest requests waited at their "
+                         f"replica, so ordering the queue should help.\n"
+                         + child_answer(record))
+        step = plan[done]
+        hyp = "HYPOTHESIS: the slowest requests wait behind long prompts at busy replicas."
+        if offered and not text_protocol:
+            return Reply(hyp, tool_calls=list(step))
+        lines = [hyp] + [f"EXPERIMENT: {args if isinstance(args, str) else json.dumps({'tool': name, 'args': args})}"
+                         for name, args in step]
+        return Reply("\n".join(lines))
+    return researcher
+
+
+def install_research(server, plan=DEFAULT_PLAN, text_protocol: bool | None = None) -> None:
+    install_defaults(server)
+    server.default("researcher", research_factory(plan, text_protocol))

@@ -261,7 +261,8 @@ class ResearchTools:
         if outcome.status != "ok":
             what = {"timeout": "timed out", "memory": "ran out of memory",
                     "crashed": "crashed"}.get(outcome.status, "failed")
-            return {"status": "crashed", "error": f"the simulation {what}: "
+            return {"status": "timeout" if outcome.status == "timeout" else "crashed",
+                    "error": f"the simulation {what}: "
                                                   f"{clean(outcome.error, 300)}"}
         return check_run(outcome.value)
 
