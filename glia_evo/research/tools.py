@@ -57,7 +57,13 @@ TOOL_NAMES = ("simulate", "request_log", "compare", "workload_stats")
 
 
 class ToolError(ValueError):
-    """A tool call that cannot be run as asked; the message goes back to the model."""
+    """A tool call that cannot be run as asked; the message goes back to the model. `kind`:
+    "call" (the call itself is wrong: unknown tool, bad arguments), "budget" (a budget of the
+    turn is spent), "run" (the job's answer was unusable)."""
+
+    def __init__(self, message: str, kind: str = "call"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def _json(obj, limit: int = MAX_ANSWER) -> str:
@@ -303,7 +309,10 @@ class ResearchSession:
 
     def work(self) -> dict:
         """What this turn's experiments cost (for the engine's accounting)."""
-        return {"calls": self.calls, "errors": self.errors, "simulations": self.simulations,
+        refused = [r.get("refused") for r in self.records if not r.get("ok")]
+        return {"calls": self.calls, "errors": self.errors,
+                "malformed": refused.count("call"), "over_budget": refused.count("budget"),
+                "simulations": self.simulations,
                 "requests": self.requests, "seconds": round(self.seconds, 3),
                 "tokens": self.tokens}
 
@@ -335,18 +344,20 @@ class ResearchSession:
             spent = self.exhausted()
             if spent:
                 raise ToolError(f"budget exhausted: {spent}. No more experiments: write "
-                                f"CONCLUSION, then the code")
+                                f"CONCLUSION, then the code", "budget")
             answer = getattr(self, "_" + name)(args, record)
             self.calls += 1
             record["ok"] = True
         except ToolError as exc:
             self.errors += 1
             record["ok"] = False
+            record["refused"] = exc.kind
             record["error"] = clean(str(exc), 600)
             answer = {"error": record["error"]}
         except Exception as exc:   # noqa: BLE001 - a bug here must not end the turn
             self.errors += 1
             record["ok"] = False
+            record["refused"] = "run"
             record["error"] = clean(f"the tool failed: {type(exc).__name__}: {exc}", 600)
             answer = {"error": record["error"]}
         text = clean(_json(answer), MAX_ANSWER + 100)
@@ -362,7 +373,8 @@ class ResearchSession:
         self.errors += 1
         self.records.append({"n": len(self.records) + 1, "tool": clean(name, 64) if name
                              else "(malformed)", "via": via, "why": clean(why, 300),
-                             "ok": False, "error": error, "answer": _json({"error": error}),
+                             "ok": False, "refused": "call", "error": error,
+                             "answer": _json({"error": error}),
                              "seconds": 0.0})
         return _json({"error": error})
 
@@ -429,7 +441,7 @@ class ResearchSession:
             raise ToolError(f"budget exhausted: this needs about {runs * est} simulated "
                             f"requests but only {t.max_requests - self.requests} of this "
                             f"proposal's {t.max_requests} are left; use a window of the trace "
-                            f"or answer now")
+                            f"or answer now", "budget")
 
     def _run(self, label: str, source: str, inst: Instance, window, used: dict, future) -> dict:
         res = self.tools.run_outcome(future)
