@@ -150,14 +150,19 @@ def _check(obj, prefix: str, data: dict) -> None:
         name = f"{prefix}{key}"
         if key not in known:
             raise ConfigError(f"unknown key {name!r} (known: "
-                              f"{', '.join(prefix + k for k in known)})")
+                              f"{', '.join(prefix + k for k in known)})"
+                              f"{_close_to(key, known)}", name)
         current = getattr(obj, key)
         if hasattr(current, "__dataclass_fields__"):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name!r} must be a table ([{name}])")
             _check(current, f"{name}.", value)
             continue
-        setattr(obj, key, _coerce(name, current, value))
+        try:
+            setattr(obj, key, _coerce(name, current, value))
+        except ConfigError as exc:
+            exc.key = exc.key or name
+            raise
 
 
 def _coerce(name: str, current, value):
@@ -232,6 +237,11 @@ def _num(x) -> str:
 
 
 DAY_S = 86_400.0
+
+
+def local_workers_max() -> int:
+    """The most evaluation processes this machine runs at once: 4 per core, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
 MAX_ISLANDS = 256                 # islands x seeds candidates are created at the start
 MAX_SEEDS = 64
 MAX_WORKERS = 1024
@@ -254,9 +264,9 @@ RANGES: dict[str, Range] = {
     "evaluation.workers": Range(1, MAX_WORKERS),
     "evaluation.cascade_threshold": Range(0, 10),
     "evaluation.cascade_timeout_s": Range(0, DAY_S, note="seconds; 0 = only timeout_s"),
-    "evaluation.timeout_s": Range(0, DAY_S, low_open=True, note="seconds"),
+    "evaluation.timeout_s": Range(0.1, DAY_S, note="seconds"),
     "evaluation.memory_mb": Range(256, 2**20, note="MiB"),
-    "llm.timeout_s": Range(0, 3600, low_open=True, note="seconds"),
+    "llm.timeout_s": Range(0.1, 3600, note="seconds"),
     "llm.max_retries": Range(0, 100),
     "llm.backoff_base_s": Range(0, 3600, note="seconds"),
     "llm.backoff_max_s": Range(0, 3600, note="seconds"),
@@ -334,6 +344,13 @@ RULES = [
      "lists a seed twice"),
     ("search.migration_k", lambda c: c.search.migration_k <= c.search.island_capacity,
      "must be <= search.island_capacity"),
+    ("evaluation.cascade_timeout_s", lambda c: c.evaluation.cascade_timeout_s == 0
+     or c.evaluation.cascade_timeout_s >= 0.1, "must be 0 (only timeout_s) or at least 0.1 s"),
+    ("evaluation.workers", lambda c: c.evaluation.executor == "dask"
+     or c.evaluation.workers <= local_workers_max(),
+     f"must be at most {local_workers_max()} for executor 'local' or 'dask-local' (4 per core "
+     f"on this machine: each worker is a process); a Dask cluster (executor 'dask') may have "
+     f"more"),
     ("evaluation.executor", lambda c: c.evaluation.executor in ("local", "dask-local", "dask"),
      "must be 'local', 'dask-local' or 'dask'"),
     ("evaluation.scheduler", lambda c: c.evaluation.executor != "dask" or bool(c.evaluation.scheduler),
@@ -375,8 +392,11 @@ def problem_of(cfg):
     from .problems import get_problem
     try:
         return get_problem(cfg.problem)
-    except (KeyError, ValueError, LookupError, ImportError, OSError, SyntaxError) as exc:
+    except (KeyError, ValueError, LookupError, ImportError, OSError, SyntaxError,
+            SystemExit) as exc:
         why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        if isinstance(exc, SystemExit):
+            why = f"loading it called sys.exit({exc.code!r})"
         from .hygiene import clean
         raise ConfigError(f"'problem' = {_shown(cfg.problem)}: {clean(why, 300)}",
                           "problem") from None
@@ -462,13 +482,16 @@ def validate(cfg: RunConfig, files: bool = True) -> RunConfig:
 # --- environment overrides ------------------------------------------------------------------------
 # name -> (unit, low (exclusive), high): read by glia_evo.parallel and glia_evo.dask_executor
 ENVIRONMENT = {
-    "GLIA_EVO_EVAL_TIMEOUT_S": ("seconds", 0.0, DAY_S),
+    "GLIA_EVO_EVAL_TIMEOUT_S": ("seconds", 0.0, DAY_S),   # at least MIN_SECONDS
     "GLIA_EVO_EVAL_CPU_S": ("seconds", 0.0, DAY_S),
     "GLIA_EVO_EVAL_MEMORY_MB": ("MiB", 0.0, float(2**20)),
     "GLIA_EVO_DASK_CONNECT_TIMEOUT_S": ("seconds", 0.0, DAY_S),
     "GLIA_EVO_DASK_WORKER_WAIT_S": ("seconds", 0.0, DAY_S),
     "GLIA_EVO_DASK_IDLE_POOL_S": ("seconds", 0.0, DAY_S),
 }
+
+
+MIN_SECONDS = 0.1
 
 
 def check_environment(environ=None) -> None:
@@ -489,6 +512,9 @@ def check_environment(environ=None) -> None:
         if not value <= high:
             raise ConfigError(f"{name} must be a positive number of {unit} up to {_num(high)}, "
                               f"got {shown}", name)
+        if unit == "seconds" and value < MIN_SECONDS:
+            raise ConfigError(f"{name} must be at least {MIN_SECONDS:g} seconds, got {shown}",
+                              name)
 
 
 def from_dict(data: dict, files: bool = True) -> RunConfig:
@@ -518,6 +544,8 @@ def load(path: str | Path | None, overrides: dict | None = None,
     data: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; give a run configuration file (TOML)")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
