@@ -74,7 +74,8 @@ def run_mode(k: int, args, url: str, problem, instances, pool) -> dict:
     stats = {"experiments": k, "proposals": 0, "first_try": 0, "repaired": 0, "discarded": 0,
              "failed": 0, "evaluations": 0, "improved": 0, "tool_calls": 0, "tool_ok": 0,
              "tool_malformed": 0, "tool_budget": 0, "experiment_requests": 0, "eval_requests": 0, "tokens": 0,
-             "protocol": set(), "best": seed.fitness, "best_id": seed.id, "excerpt": ""}
+             "protocol": set(), "best": seed.fitness, "best_id": seed.id, "excerpt": "",
+             "excerpt_ok": 0}
     work = 0
     started = time.monotonic()
     while work + per_eval <= args.budget and stats["proposals"] < args.max_proposals:
@@ -117,8 +118,9 @@ def run_mode(k: int, args, url: str, problem, instances, pool) -> dict:
         stats["eval_requests"] += cost
         stats["evaluations"] += 1
         programs[child.id] = child
-        if out.experiments:
-            stats["excerpt"] = out.experiments_md
+        answered = sum(1 for e in out.experiments if e.get("ok"))
+        if answered > stats["excerpt_ok"]:     # the richest research turn, for --excerpt
+            stats["excerpt"], stats["excerpt_ok"] = out.experiments_md, answered
         if child.status == "ok" and child.fitness > parent.fitness:
             stats["improved"] += 1
         if child.status == "ok" and child.fitness > stats["best"]:
@@ -226,7 +228,8 @@ def main(argv=None) -> int:
                 print(f"\n--- a research turn (K={r['experiments']}) ---\n{r['excerpt']}")
                 break
     if args.json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "excerpt"} for r in results]))
+        print(json.dumps([{k: v for k, v in r.items() if not k.startswith("excerpt")}
+                          for r in results]))
     return 0
 
 
