@@ -1,6 +1,7 @@
 """Simulator speed per problem: simulated requests per second, and fast / reference.
 
-- routing: the `glia` scenario (4 x A10), the router under test;
+- routing: the `glia` scenario (4 x A10 at the scenario's KV budget, or `--kv-blocks N`), the
+  router under test;
 - scheduling: the scheduling problem's `glia` scenario (llq routing), the scheduler under test;
 - autoscaling: the autoscaling problem's `diurnal` scenario (llq routing), the autoscaler under
   test.
@@ -8,6 +9,7 @@ Policies are the shipped baselines imported directly (no sandbox), so this measu
 Prints figures measured in this one run (machines here are noisy; compare ratios, not absolute
 times across runs). Usage:
     python benchmarks/bench_sim.py [--seeds 0-9] [--problems routing,scheduling,autoscaling]
+                                   [--kv-blocks N]
                                    [--policies llq,hra] [--schedulers fcfs,shortest_prompt_first]
                                    [--scalers threshold,target_utilisation]
 """
@@ -27,12 +29,22 @@ def _timed(workload, spec, route, knobs, fast, **policies) -> tuple[float, dict]
     return time.process_time() - t0, result.metrics
 
 
-def run_routing(policy: str, seeds: list[int], fast: bool):
+def routing_cluster(kv_blocks: int | None) -> ClusterSpec:
+    """The routing problem's `glia` cluster (its KV budget: docs/fidelity.md), or 4 x A10 with
+    `kv_blocks` blocks each."""
+    if kv_blocks is not None:
+        return ClusterSpec.uniform(4).with_kv_blocks(kv_blocks)
+    from glia_evo.problems.routing import SCENARIOS
+    return SCENARIOS["glia"].cluster
+
+
+def run_routing(policy: str, seeds: list[int], fast: bool, kv_blocks: int | None = None):
     requests, elapsed, metrics = 0, 0.0, []
+    spec = routing_cluster(kv_blocks)
     for seed in seeds:
         workload = glia_workload(seed)
         entry, knobs = load_trusted("routing", policy, seed)
-        dt, m = _timed(workload, ClusterSpec.uniform(4), entry["route"], knobs, fast)
+        dt, m = _timed(workload, spec, entry["route"], knobs, fast)
         elapsed += dt
         requests += len(workload)
         metrics.append(m)
@@ -83,14 +95,18 @@ def main() -> None:
     ap.add_argument("--policies", default="llq,hra", help="routers")
     ap.add_argument("--schedulers", default="fcfs,shortest_prompt_first")
     ap.add_argument("--scalers", default="threshold,target_utilisation")
+    ap.add_argument("--kv-blocks", type=int, help="routing: 4 x A10 with N blocks each instead "
+                                                  "of the glia scenario's cluster")
     args = ap.parse_args()
     seeds = parse_seeds(args.seeds)
     problems = args.problems.split(",")
     print("CPU time of one process (Vidur: ~26 s for 8,240 requests, ~320 req/s)")
     if "routing" in problems:
-        print(f"routing: glia scenario, seeds {args.seeds}, 4 x A10")
+        spec = routing_cluster(args.kv_blocks)
+        print(f"routing: glia scenario, seeds {args.seeds}, {len(spec.replicas)} x A10, "
+              f"{spec.replicas[0].gpu_profile().num_blocks} KV blocks each")
         for policy in args.policies.split(","):
-            report(policy, lambda fast, p=policy: run_routing(p, seeds, fast))
+            report(policy, lambda fast, p=policy: run_routing(p, seeds, fast, args.kv_blocks))
     if "scheduling" in problems:
         print(f"scheduling: glia scenario, seeds {args.seeds}, 4 x A10, llq routing")
         for policy in args.schedulers.split(","):

@@ -323,6 +323,21 @@ class Replica:
         prefills = []
         kv = 0
         i = 0
+        if free > len(order):
+            # each decoding request takes at most one block: none can find the cache full
+            taken = 0
+            for r in order:
+                p = r.processed
+                if p < r.target:
+                    prefills.append(r)
+                    continue
+                if p % bs == 0:
+                    r.blocks += 1
+                    taken += 1
+                decoders.append(r)
+                kv += p
+            self.used_blocks += taken
+            i = len(order)
         while i < len(order):
             r = order[i]
             if r.processed < r.target:
@@ -344,6 +359,7 @@ class Replica:
             decoders.append(r)
             kv += r.processed
             i += 1
+        decode_kv = kv
         chunks = []
         budget = self.chunk_size - len(decoders)
         for r in prefills:
@@ -384,7 +400,6 @@ class Replica:
                     f"(return at least one id when `active` is empty)")
             return None
         prefill = sum(c for _, c in chunks)
-        decode_kv = sum(r.processed for r in decoders)
         duration = (self.profile.iteration_ps(prefill, len(decoders), kv)
                     + self.profile.attention_extra_ps(sum(c * c for _, c in chunks),
                                                       len(decoders), decode_kv))
