@@ -273,6 +273,8 @@ def check_trace(trace: Path, rate_scale: float = 1.0) -> None:
     """A --trace file bounded before it is parsed (rows counted in 1 MiB chunks, stopping past
     the limit), then read (TraceError names a bad row) and checked for values the simulator
     cannot handle: arrivals beyond MAX_TRACE_SPAN_S, token counts beyond MAX_TRACE_TOKENS."""
+    if trace.exists() and not trace.is_file():
+        raise UserError(f"--trace {clean(str(trace), 300)} is not a regular file (a CSV trace)")
     if not trace.is_file():
         raise UserError(f"trace file not found: {clean(str(trace), 300)}")
     rows = 0

@@ -329,6 +329,22 @@ _URL = re.compile(r"https?://[^\s/?#]+[^\s]*")
 _SCHEDULER = re.compile(r"([a-z][a-z0-9+.-]*://)?[^\s/:]+(:\d{1,5})?/?")
 
 
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql",
+                    "databricks", "databricks-uc", "uc")
+
+
+def _tracking_uri_ok(uri: str) -> bool:
+    if not uri:
+        return True
+    if not _printable(uri) or any(ch.isspace() for ch in uri):
+        return False
+    scheme, sep, rest = uri.partition(":")
+    if not sep or "/" in scheme or len(scheme) == 1:     # a path (C: counts as one too)
+        return True
+    base = scheme.split("+")[0].lower()
+    return base in TRACKING_SCHEMES and (bool(rest) or base.startswith("databricks"))
+
+
 def _printable(text: str, limit: int = 4096) -> bool:
     return len(text) <= limit and text.isprintable()
 
@@ -377,6 +393,10 @@ RULES = [
      "needs a price for every model used when budget.max_cost_usd is set"),
     ("llm.prompts_dir", lambda c: not c.llm.prompts_dir or Path(c.llm.prompts_dir).is_dir(),
      "must be an existing folder of prompt templates, or empty"),
+    ("tracking.uri", lambda c: _tracking_uri_ok(c.tracking.uri),
+     "must be empty (sqlite in the run folder), an MLflow tracking URI (sqlite:///PATH, "
+     "file:///PATH, http(s)://HOST[:PORT], postgresql://..., mysql://..., databricks) or a "
+     "folder path, without spaces"),
 ]
 
 

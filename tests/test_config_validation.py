@@ -71,6 +71,8 @@ BAD_CONFIGS = [
     ({"llm": {"prices": {"m": [math.inf, 1.0]}}}, "'llm.prices'", "from 0 to 1e6"),
     ({"llm": {"models": {" ": 1.0}}}, "'llm.models'", "printable"),
     ({"llm": {"prompts_dir": "/no/such/folder"}}, "'llm.prompts_dir'", "existing folder"),
+    ({"tracking": {"uri": "garbage://x y"}}, "'tracking.uri'", "sqlite:///PATH"),
+    ({"tracking": {"uri": "gopher://host"}}, "'tracking.uri'", "http(s)://"),
     ({"evaluation": {"executor": "dask", "scheduler": "tcp://host with spaces"}},
      "'evaluation.scheduler'", "tcp://HOST:8786"),
 ]
@@ -93,6 +95,13 @@ def test_a_bad_value_names_its_key_and_what_is_allowed(section, key, allowed):
 def test_bad_top_level_values(top, key):
     with pytest.raises(ConfigError, match=key):
         from_dict({**small(), **top})
+
+
+@pytest.mark.parametrize("uri", ["", "sqlite:////tmp/x/mlflow.db", "http://127.0.0.1:5000",
+                                 "file:///tmp/mlruns", "postgresql+psycopg2://u@h/db",
+                                 "databricks", "mlruns", "/tmp/mlruns"])
+def test_good_tracking_uris(uri):
+    assert from_dict(small(tracking={"uri": uri})).tracking.uri == uri
 
 
 def test_every_number_has_a_finite_range():
