@@ -71,12 +71,25 @@ class Candidate:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Candidate":
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in names}
+    def from_dict(cls, data: dict[str, Any], *, copy_values: bool = True) -> "Candidate":
+        """copy_values=False: `data` is the caller's to give away (e.g. freshly parsed JSON),
+        so its values are used as they are instead of deep-copied."""
+        names = _field_names(cls)
+        kwargs = {k: (copy.deepcopy(v) if copy_values else v) for k, v in data.items()
+                  if k in names}
         if kwargs.get("parents") is not None:
             kwargs["parents"] = list(kwargs["parents"])
         for key in ("fitness", "eval_seconds", "created_at"):
             if kwargs.get(key) is not None:
                 kwargs[key] = float(kwargs[key])
         return cls(**kwargs)
+
+
+_FIELD_NAMES: dict = {}
+
+
+def _field_names(cls) -> frozenset:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in fields(cls))
+    return names

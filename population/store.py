@@ -330,7 +330,7 @@ class Store:
         sql += f" ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit is not None else "")
         with self._db() as c:
             rows = c.execute(sql, args).fetchall()
-        return [Candidate.from_dict(json.loads(r[0])) for r in rows]
+        return [Candidate.from_dict(json.loads(r[0]), copy_values=False) for r in rows]
 
     def get(self, id: str) -> Candidate | None:
         """The candidate with this id, or None."""
