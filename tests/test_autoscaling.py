@@ -94,7 +94,12 @@ def test_cold_start_and_draining_are_honoured(fast):
     assert [r["stopped_s"] for r in reps[2:4]] == [30.0, 30.0]
     assert sum(1 for r in reps if r["draining_s"] is not None) >= 3
     assert res.metrics["cold_starts"] == 2 + 2 + 2
-    assert res.metrics["peak_replicas"] == 4
+    # the most replicas alive at once (a draining one counts until it stops: under load it can
+    # still be finishing its work when the plan starts new ones)
+    alive = max(sum(1 for q in reps if q["started_s"] <= r["started_s"]
+                    and (q["stopped_s"] is None or q["stopped_s"] > r["started_s"]))
+                for r in reps)
+    assert res.metrics["peak_replicas"] == alive >= 4
 
 
 def test_no_request_lost_when_replicas_are_removed_under_load(tiny_profile):
