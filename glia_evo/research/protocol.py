@@ -99,7 +99,7 @@ def assistant_message(text: str, tool_calls) -> dict:
          "function": {"name": clean(tc.get("name"), 64),
                       "arguments": clean(tc.get("arguments") if isinstance(
                           tc.get("arguments"), str) else json.dumps(tc.get("arguments")),
-                          MAX_ARGUMENTS)}}
+                          MAX_ARGUMENTS, multiline=True)}}
         for i, tc in enumerate((tool_calls or [])[:MAX_CALLS_PER_MESSAGE])]}
 
 
