@@ -515,6 +515,17 @@ def cmd_report(args) -> int:
 def cmd_ui(args) -> int:
     from .ui import UIError, serve
     try:
+        from .runner import load_run_config
+        uri = load_run_config(args.dir).tracking.uri
+    except Exception:   # noqa: BLE001 - a folder with only an MLflow store is fine too
+        uri = ""
+    own = f"sqlite:///{(args.dir / 'mlflow.db').resolve()}"
+    if uri and uri != own:
+        raise UserError(f"{args.dir} logs to {clean(uri, 200)} (tracking.uri), not to a store "
+                        f"in the run folder: open that server's UI (or `mlflow ui "
+                        f"--backend-store-uri URI`); `glia-evo ui` serves a run folder's own "
+                        f"store")
+    try:
         return serve(args.dir, args.port)
     except (FileNotFoundError, UIError) as exc:
         raise UserError(str(exc)) from None

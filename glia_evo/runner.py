@@ -305,6 +305,7 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
             raise failure
         return _stop_disk_full(engine, run_dir, reason)
     status = engine.status()
+    display.update(status, final=True)      # tuning trials that finished after the last line
     display.close()
     best = status["best"]
     trials = status.get("tuning_trials", 0)
@@ -590,6 +591,7 @@ class Display:
         self.total = cfg.budget.max_evaluations
         self.live = None
         self.last_line = 0.0
+        self.shown = None
         if enabled and self.tty:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
             self.live = Progress(TextColumn("[bold]search"), BarColumn(),
@@ -615,10 +617,13 @@ class Display:
             info += f" | {status['llm']['tokens']} tok ${status['llm']['cost_usd']:.3f}"
         return info
 
-    def update(self, status: dict) -> None:
+    def update(self, status: dict, final: bool = False) -> None:
         if not self.enabled:
             return
         done = status["evaluations"] + status.get("tuning_trials", 0)
+        if final and done == self.shown:
+            return
+        self.shown = done
         info = self.info(status)
         if self.live:
             self.live.update(self.task, completed=min(done, self.total), info=info)
