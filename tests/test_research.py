@@ -369,3 +369,20 @@ def test_a_whole_run_with_research_turns(pool, tmp_path, monkeypatch):
     assert names == ["simulate", "workload_stats", "simulate", "request_log", "compare"]
     replies = [json.loads(m["content"]) for m in last if m.get("role") == "tool"]
     assert "not valid JSON" in replies[0]["error"] and "error" not in replies[2]
+
+
+def test_hostile_tool_calls_never_reach_records_or_prompts_raw(pool):
+    plan = ([("\x1b[31msimulate", {}), ("simulate", {"scenario": "\x1b]0;pwn\x07",
+                                                       "program": "parent"})],)
+    with ScriptedServer() as server:
+        install_research(server, plan)
+        out = Researcher(client_for(server), ROUTING, Prompts(), tools=tools(pool),
+                         experiments=2).propose(snapshot())
+        sent = json.dumps(server.by_role("researcher")[-1]["messages"])
+    assert out.status == "ok" and [e["ok"] for e in out.experiments] == [False, False]
+    assert "unknown tool" in out.experiments[0]["error"]
+    assert "unknown scenario" in out.experiments[1]["error"]
+    for text in (json.dumps(out.experiments), out.experiments_md):
+        assert "\x1b" not in text and "\x07" not in text
+    tool_replies = [m["content"] for m in json.loads(sent) if m.get("role") == "tool"]
+    assert tool_replies and all("\x1b" not in t and "\x07" not in t for t in tool_replies)
