@@ -39,7 +39,7 @@ from sim.workload import glia_workload  # noqa: E402
 
 REFERENCE_CSV = Path(os.environ.get(
     "GLIA_VIDUR_REFERENCE",
-    ROOT.parent / "shared" / "data" / "vidur_reference" / "first_turn_kv2048_kv4096.csv"))
+    ROOT / "sim" / "data" / "vidur_reference" / "first_turn_kv2048_kv4096.csv"))
 
 # Vidur's router name -> ours
 ROUTERS = {"rr": "round_robin", "lor": "lor", "llq": "llq", "glia_hra": "hra",

@@ -114,9 +114,6 @@ def test_seed_files_and_default_seeds(tmp_path, monkeypatch):
     seed = tmp_path / "mine.py"
     seed.write_text("def route(queue, replicas, now, knobs):\n    return []\n")
     monkeypatch.chdir(tmp_path)
-    from glia_evo.problems import get_problem
-    if not hasattr(get_problem("routing"), "seed_source"):
-        pytest.skip("this Problem reads no seed files")
     cfg = from_dict(small(search={"seeds": ["mine.py", "llq"]}))
     assert cfg.search.seeds == [str(seed), "llq"]        # absolute: found from anywhere
     huge = tmp_path / "huge.py"
@@ -128,8 +125,6 @@ def test_seed_files_and_default_seeds(tmp_path, monkeypatch):
 def test_a_problem_without_seeds_in_the_config_gets_its_own():
     from glia_evo.problems import get_problem
     problem = get_problem("scheduling")
-    if not hasattr(problem, "seeds"):
-        pytest.skip("this Problem has no default seeds")
     assert from_dict({"problem": "scheduling"}).search.seeds == problem.seeds()
 
 

@@ -145,8 +145,7 @@ def test_overrides_are_applied_and_bounded(pool, direct):
 
 def test_kv_blocks_override_when_instances_have_it(pool):
     s = tools(pool).session(parent())
-    if not s.tools.has_kv:
-        pytest.skip("Instance has no kv_blocks field")
+    assert s.tools.has_kv
     ans = json.loads(s.call("simulate", {"overrides": {"kv_blocks": 1200, "window": [0, 40]}}))
     assert ans["status"] == "ok"
     rep = json.loads(s.call("request_log", {"query": {"kind": "replica", "replica": 0}}))
