@@ -234,6 +234,18 @@ class Researcher:
                 return text
         return cand.reasoning or "(none)"
 
+    def _checked_answer(self, snap: ResearchSnapshot, result, prompt: str):
+        """The answer parsed and checked (raises AnswerError), including that it is not a copy
+        of a program already in the search."""
+        answer = parse_answer(result.text, snap.parent.source, self.problem.entrypoints,
+                              sigs=self.sigs, finish_reason=result.finish_reason, prompt=prompt)
+        same = snap.known.get(code_hash(answer.source)) if snap.known else None
+        if same is not None:
+            raise AnswerError(f"the new program is the same as program {same}, which is already "
+                              f"in the search (only docstrings, comments or formatting differ, "
+                              f"if anything): propose a different change", "duplicate")
+        return answer
+
     def messages(self, snap: ResearchSnapshot) -> list[dict]:
         p = self.problem
         parent = snap.parent
@@ -278,17 +290,7 @@ class Researcher:
                 return out
             out.calls.append(result)
             try:
-                out.answer = parse_answer(result.text, snap.parent.source,
-                                          self.problem.entrypoints, sigs=self.sigs,
-                                          finish_reason=result.finish_reason,
-                                          prompt=msgs[0]["content"])
-                same = snap.known.get(code_hash(out.answer.source)) if snap.known else None
-                if same is not None:
-                    out.answer = None
-                    raise AnswerError(f"the new program is the same as program {same}, which "
-                                      f"is already in the search (only docstrings, comments or "
-                                      f"formatting differ, if anything): propose a different "
-                                      f"change", "duplicate")
+                out.answer = self._checked_answer(snap, result, msgs[0]["content"])
             except AnswerError as exc:
                 out.errors.append(str(exc))
                 out.reasons.append(exc.kind)
@@ -424,17 +426,7 @@ class Researcher:
                     return
                 out.calls.append(result)
             try:
-                out.answer = parse_answer(result.text, snap.parent.source,
-                                          self.problem.entrypoints, sigs=self.sigs,
-                                          finish_reason=result.finish_reason,
-                                          prompt=msgs[0]["content"])
-                same = snap.known.get(code_hash(out.answer.source)) if snap.known else None
-                if same is not None:
-                    out.answer = None
-                    raise AnswerError(f"the new program is the same as program {same}, which "
-                                      f"is already in the search (only docstrings, comments or "
-                                      f"formatting differ, if anything): propose a different "
-                                      f"change", "duplicate")
+                out.answer = self._checked_answer(snap, result, msgs[0]["content"])
             except AnswerError as exc:
                 out.errors.append(str(exc))
                 out.reasons.append(exc.kind)
