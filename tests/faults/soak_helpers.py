@@ -864,11 +864,11 @@ sys.exit(cli.main())
 
 
 def repro_config(root: Path, evaluations: int, seed: int = 0, tuning: bool = False,
-                 tracking: bool = False) -> Path:
+                 tracking: bool = False, seeds: list | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     cfg = root / "repro.toml"
-    cfg.write_text(small_run_toml("repro", evaluations, seed,
-                                  search={"migration_interval": 5},
+    search = {"migration_interval": 5, **({"seeds": seeds} if seeds else {})}
+    cfg.write_text(small_run_toml("repro", evaluations, seed, search=search,
                                   tuning={"enabled": tuning, "trials": 3},
                                   tracking={"enabled": tracking}))
     return cfg

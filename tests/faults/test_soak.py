@@ -178,11 +178,16 @@ def test_trial_told_just_before_a_kill_is_counted_in_the_budget(tmp_path):
             if _n[0] == 2:          # in the journal, not yet in the state's trials counter
                 die()
         tuning.Tuner.tell = tell
-    """, evaluations=24, tuning=True, seed=1)
+    """, evaluations=24, tuning=True, seed=0)
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
 def test_tune_child_survives_a_kill_as_its_study_closes(tmp_path):
+    from sim.policies import baseline_source
+    from glia_evo.tuning import with_knob_values
+    mis_tuned = tmp_path / "mis_tuned_hra.py"       # a study of it improves: a tune child
+    mis_tuned.write_text(with_knob_values(baseline_source("routing", "hra"),
+                                          {"headroom": 2.0, "min_free": 0.2}))
     out = killed_at(tmp_path, """
         from population import islands
         _orig = islands.Islands.insert
@@ -191,7 +196,8 @@ def test_tune_child_survives_a_kill_as_its_study_closes(tmp_path):
                 die()
             return _orig(self, cand)
         islands.Islands.insert = insert
-    """, evaluations=24, tuning=True, seed=1)
+    """, evaluations=24, tuning=True, seed=0,
+                    seeds=[str(mis_tuned), "llq"])
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
@@ -206,7 +212,7 @@ def test_best_trial_told_before_a_kill_still_becomes_a_tune_child(tmp_path):
                 die()
             return out
         tuning_runs.TuningRuns.told = told
-    """, evaluations=24, tuning=True, seed=1)
+    """, evaluations=24, tuning=True, seed=0)
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
@@ -220,7 +226,7 @@ def test_study_whose_last_trial_was_running_at_a_kill_closes_on_resume(tmp_path)
                 die()
             return number, values
         tuning.Tuner.ask = ask
-    """, evaluations=24, tuning=True, seed=1)
+    """, evaluations=24, tuning=True, seed=0)
     Soak.inspect(out, 24).check_journal(state_of(out))
 
 
