@@ -250,3 +250,18 @@ def geometric_mean(values: list[float]) -> float:
     if not values or min(values) <= 0:
         return 0.0
     return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def compact_diagnostics(diag: dict | None) -> dict:
+    """What is worth storing per candidate: the summary numbers and slowest requests."""
+    out = {}
+    for name, d in (diag or {}).items():
+        if isinstance(d, dict) and "router_calls" in d:
+            out[name] = {k: d[k] for k in ("load_imbalance_cv_mean", "max_queue_len",
+                                           "slowest_requests", "starvation", "scale_calls")
+                         if k in d}
+            if isinstance(d.get("scale_events"), list):      # autoscaling: the first decisions
+                out[name]["scale_events"] = d["scale_events"][:20]
+        else:
+            out[name] = d
+    return out

@@ -59,3 +59,20 @@ def read_events(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def recover_evaluations(path: Path, store, bus) -> None:
+    """Publish the evaluations a kill cut off from events.jsonl.
+
+    The event is written after its result commits, so a SIGKILL between the two leaves a
+    counted evaluation with no line; it is published now, once, marked `recovered`."""
+    from population import DERIVED_OPERATORS
+    logged = {e.get("candidate") for e in read_events(path) if e.get("event") == "evaluation"}
+    members = None
+    for cand in store.all():
+        if cand.status == "pending" or cand.operator in DERIVED_OPERATORS or cand.id in logged:
+            continue
+        members = members if members is not None else {m.id for m in store.members()}
+        bus.emit("evaluation", candidate=cand.id, island=cand.island, status=cand.status,
+                 fitness=cand.fitness, member=cand.id in members,
+                 seconds=round(cand.eval_seconds, 3), error=cand.error, recovered=True)

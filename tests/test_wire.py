@@ -103,11 +103,11 @@ def _forging_job(job):
 
 
 def test_a_forged_best_that_does_not_reproduce_is_not_believed(tmp_path, monkeypatch):
-    from glia_evo import engine as engine_module
+    from glia_evo import evaluator as evaluator_module
     from sim.policies import baseline_source
     seed_file = tmp_path / "forged.py"
     seed_file.write_text(baseline_source("routing", "llq") + "# forged\n")
-    monkeypatch.setattr(engine_module, "evaluate_job", _forging_job)
+    monkeypatch.setattr(evaluator_module, "evaluate_job", _forging_job)
     cfg_path = tmp_path / "cfg.toml"
     cfg_path.write_text(small_run_toml("forge", 3, search={"islands": 1, "seeds": [str(seed_file)]},
                                        tuning={"enabled": False}))

@@ -1,0 +1,69 @@
+"""Events, published once: the engine emits each event on a bus, and whoever records or shows
+a run subscribes — the event log (`events.jsonl`), the MLflow tracker, `best.py`, the progress
+display. The engine never calls them by hand.
+
+An event is a name, JSON fields (what `events.jsonl` gets) and optionally the candidates it is
+about (what the tracker logs): `emit("evaluation", cand, island=0, ...)`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+# events about candidates the tracker logs as MLflow runs
+TRACKED = ("evaluation", "migration", "tuning_done")
+NOT_LOGGED = ("best",)     # a new best is in the evaluation's line already
+
+Subscriber = Callable[[str, dict, tuple], None]
+
+
+class Bus:
+    def __init__(self):
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def emit(self, name: str, *candidates, **fields) -> None:
+        for subscriber in self._subscribers:
+            subscriber(name, fields, candidates)
+
+
+def event_log(log) -> Subscriber:
+    """Every event, as one line of `events.jsonl`."""
+    def write(name: str, fields: dict, candidates: tuple) -> None:
+        if name not in NOT_LOGGED:
+            log.write(name, **fields)
+    return write
+
+
+def tracker(tracker_, store) -> Subscriber:
+    """Candidates evaluated, migrated or tuned, as nested MLflow runs (with their parent's
+    source, for the diff)."""
+    def track(name: str, fields: dict, candidates: tuple) -> None:
+        if name not in TRACKED:
+            return
+        for cand in candidates:
+            parent = store.get(cand.parents[0]) if cand.parents else None
+            tracker_.candidate(cand.to_dict(), parent.source if parent else None)
+    return track
+
+
+def best_file(path: Path) -> Subscriber:
+    """`best.py`, rewritten (atomically) whenever a `best` event names a new best."""
+    def write(name: str, fields: dict, candidates: tuple) -> None:
+        if name != "best" or not candidates:
+            return
+        tmp = path.with_suffix(".py.tmp")
+        tmp.write_text(candidates[0].source)
+        os.replace(tmp, path)
+    return write
+
+
+def progress(show: Callable[[dict], None], status: Callable[[], dict]) -> Subscriber:
+    """The progress display, after every evaluation."""
+    def update(name: str, fields: dict, candidates: tuple) -> None:
+        if name == "evaluation" and not fields.get("recovered"):
+            show(status())
+    return update

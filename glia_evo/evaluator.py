@@ -1,0 +1,135 @@
+"""The engine's side of evaluation: the reference (simulated once, in a trusted job), the job a
+candidate is sent as, the jobs in flight (processed in submission order), reading a job's
+outcome into a checked result whose fitness the engine computes itself, and the re-run a
+would-be best must survive."""
+from __future__ import annotations
+
+import collections
+from typing import Callable
+
+from population import Candidate, Store
+
+from .config import RunConfig
+from .jobs import EvalJob, evaluate_job, reference_job, warm as warm_job
+from .parallel import outcome_to_result
+from .run_state import REFERENCE_KEY
+
+REFERENCE_ATTEMPTS = 3
+
+
+class EngineError(RuntimeError):
+    """The search cannot go on (e.g. the reference baseline fails): one line for the user."""
+
+
+class Evaluator:
+    def __init__(self, cfg: RunConfig, problem, pool, store: Store, bus,
+                 stopping: Callable[[], str | None]):
+        self.cfg = cfg
+        self.problem = problem
+        self.pool = pool
+        self.store = store
+        self.bus = bus
+        self.stopping = stopping
+        self.inflight: collections.deque = collections.deque()   # (candidate | trial, future)
+        self.submitted = 0
+        self.reference: dict = {}          # instance -> the reference's metric
+        self.completed: dict = {}          # instance -> requests in its trace
+
+    def slots(self) -> int:
+        """Evaluations to keep in flight: the executor's (a Dask cluster's may change)."""
+        return getattr(self.pool, "workers", self.cfg.evaluation.workers)
+
+    def reference_items(self) -> tuple:
+        return tuple(sorted(self.reference.items()))
+
+    def prepare(self) -> None:
+        """The reference baseline's metric per instance, simulated once (in a sandbox job that
+        runs no candidate) and kept in the state, so no evaluation simulates it again. Every
+        candidate's fitness is computed from these values (`read`), never taken from its job;
+        the trace lengths (`completed`) check that every request completed."""
+        e = self.cfg.evaluation
+        splits = (e.split, e.cascade_split) if e.cascade else (e.split,)
+        warm = getattr(self.pool, "warm", None)     # a fork server: jobs start with these loaded
+        if warm is not None:
+            warm(warm_job, self.problem.key, splits)
+        saved = self.store.get_meta(REFERENCE_KEY)
+        if saved and saved.get("splits") == list(splits):
+            self.completed = saved.get("completed") or {}
+            self.reference = saved["values"]
+            return
+        for attempt in range(REFERENCE_ATTEMPTS):   # a job killed from outside: run it again
+            outcome = self.pool.submit(reference_job, self.problem.key, splits).result()
+            if outcome.status not in ("crashed", "timeout"):
+                break
+            self.bus.emit("reference_retry", attempt=attempt + 1, error=outcome.error)
+        if outcome.status != "ok":
+            raise EngineError(f"the reference baseline {self.problem.reference} failed "
+                              f"({outcome.status}): {outcome.error}")
+        values, completed = _reference_values(outcome.value, self.problem.reference)
+        self.store.set_meta(REFERENCE_KEY, {"splits": list(splits), "values": values,
+                                            "completed": completed})
+        self.completed, self.reference = completed, values
+
+    def job(self, cand: Candidate) -> EvalJob:
+        """Evaluations use the policy rng seed base 0 whatever the run's seed (common random
+        numbers; `glia-evo simulate` and tuning trials do the same, so fitness reproduces)."""
+        e = self.cfg.evaluation
+        bar = cand.extra.get("parent_stage1") if cand.operator != "seed" else None
+        return EvalJob(source=cand.source, problem=self.problem.key, split=e.split,
+                       seed=0, cascade=e.cascade and cand.operator != "seed",
+                       cascade_split=e.cascade_split, threshold=e.cascade_threshold,
+                       bar_fitness=bar if bar is not None else 1.0,
+                       reference=self.reference_items(),
+                       cascade_timeout_s=e.cascade_timeout_s)
+
+    def submit(self, item, job: EvalJob) -> None:
+        """Send `job` to a worker; `item` (a candidate or a tuning trial) is processed when it
+        comes first in submission order."""
+        self.inflight.append((item, self.pool.submit(evaluate_job, job)))
+        self.submitted += 1
+
+    def read(self, outcome, split: str, cascade_split: str | None = None):
+        """A job's outcome as a checked EvalResult whose fitness the engine computed."""
+        expected = {"ok": [i.name for i in self.problem.split(split)]}
+        if cascade_split:
+            expected["rejected"] = [i.name for i in self.problem.split(cascade_split)]
+        return outcome_to_result(outcome, split, self.pool, metric=self.problem.metric,
+                                 reference=self.reference, completed=self.completed,
+                                 expected=expected)
+
+    def irreproducible(self, cand: Candidate, job: EvalJob, result) -> str | None:
+        """Before a candidate becomes the run's best (and so what `export` and `report` use), it
+        is evaluated once more in a fresh job process and must reproduce its metrics exactly
+        (the simulator is deterministic): a result forged by a program that got out of the
+        language layer, or a lucky race, does not survive a second process. Shipped baselines
+        are trusted code and skip this. Returns why it failed, or None."""
+        if cand.operator == "seed" and cand.extra.get("baseline") in \
+                self.problem.baseline_names() and \
+                cand.source == self.problem.baseline_source(cand.extra["baseline"]):
+            return None
+        cascade_split = job.cascade_split if job.cascade else None
+        for _ in range(2):      # a second job killed from outside (not by itself) runs again
+            again = self.read(self.pool.submit(evaluate_job, job).result(), job.split,
+                              cascade_split)
+            if not (again.status == "crashed" and "SIGKILL" in (again.error or "")):
+                break
+        same = again.status == result.status and again.scenarios == result.scenarios
+        self.bus.emit("reproduced", candidate=cand.id, status=again.status, same=same)
+        if same or (self.stopping() and again.status == "crashed"):   # stopped mid-check
+            return None
+        return (f"did not reproduce its metrics in a fresh process (first {result.status} "
+                f"{result.fitness:.4f}, then {again.status} {again.fitness:.4f})")
+
+
+def _reference_values(value, name: str) -> tuple[dict, dict]:
+    """The reference job's {"values", "completed"}, checked: positive finite metrics, whole
+    request counts (it is trusted code, but its answer still crossed the job channel)."""
+    try:
+        values, completed = value["values"], value.get("completed") or {}
+        ok = (all(type(v) in (int, float) and 0 < v < float("inf") for v in values.values())
+              and all(type(c) is int and c >= 0 for c in completed.values()))
+    except (TypeError, KeyError, AttributeError):
+        ok = False
+    if not ok:
+        raise EngineError(f"the reference baseline {name} sent an unusable result")
+    return values, completed
