@@ -138,10 +138,18 @@ class _Handler(BaseHTTPRequestHandler):
                                        "type": "invalid_request_error", "code": 400}})
             return
         owner._enter()
+        self._held = True
         try:
             self._answer(owner, record, body)
         finally:
-            owner._leave()
+            self._release()
+
+    def _release(self):
+        """The request stops counting as active once its answer starts going out: a client that
+        waits for the answer before its next call must never be counted twice."""
+        if getattr(self, "_held", False):
+            self._held = False
+            self.server.owner._leave()
 
     def _answer(self, owner, record, body):
         if owner._slots is not None:
@@ -190,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, code: int, obj: dict, headers: dict | None = None):
         data = json.dumps(obj).encode()
+        self._release()
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
