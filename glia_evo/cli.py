@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sim import TraceError, load_trace
 
+from . import executors
 from .evaluation import EvalResult
 from .hygiene import clean
 from .parallel import evaluate_many
@@ -418,9 +419,9 @@ def cmd_baselines(args) -> int:
 def _executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_workers,
                    help="parallel evaluations (dask-local: worker processes)")
-    p.add_argument("--executor", choices=["local", "dask-local", "dask"],
-                   help="where evaluations run: this machine's sandbox pool (default), a Dask "
-                        "LocalCluster, or a Dask cluster (--scheduler)")
+    p.add_argument("--executor", choices=list(executors.EXECUTORS),
+                   help="where evaluations run: " + "; ".join(
+                       f"{k.name}: {k.help}" for k in executors.kinds().values()))
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                    help="the Dask scheduler's address (implies --executor dask)")
     p.add_argument("--allow-weak-sandbox", action="store_true",

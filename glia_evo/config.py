@@ -14,6 +14,8 @@ from pathlib import Path
 
 import tomli_w
 
+from . import executors
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be run; the message names the key (also in `key`)."""
@@ -362,14 +364,16 @@ RULES = [
      "must be <= search.island_capacity"),
     ("evaluation.cascade_timeout_s", lambda c: c.evaluation.cascade_timeout_s == 0
      or c.evaluation.cascade_timeout_s >= 0.1, "must be 0 (only timeout_s) or at least 0.1 s"),
-    ("evaluation.workers", lambda c: c.evaluation.executor == "dask"
+    ("evaluation.workers", lambda c: c.evaluation.executor not in executors.kinds()
+     or not executors.get(c.evaluation.executor).local
      or c.evaluation.workers <= local_workers_max(),
      f"must be at most {local_workers_max()} for executor 'local' or 'dask-local' (4 per core "
      f"on this machine: each worker is a process); a Dask cluster (executor 'dask') may have "
      f"more"),
-    ("evaluation.executor", lambda c: c.evaluation.executor in ("local", "dask-local", "dask"),
-     "must be 'local', 'dask-local' or 'dask'"),
-    ("evaluation.scheduler", lambda c: c.evaluation.executor != "dask" or bool(c.evaluation.scheduler),
+    ("evaluation.executor", lambda c: c.evaluation.executor in executors.kinds(),
+     "must be one of " + ", ".join(repr(k) for k in executors.EXECUTORS)),
+    ("evaluation.scheduler", lambda c: c.evaluation.executor not in executors.kinds()
+     or not executors.get(c.evaluation.executor).needs_scheduler or bool(c.evaluation.scheduler),
      "is needed with executor 'dask' (e.g. --scheduler tcp://HOST:8786)"),
     ("evaluation.scheduler", lambda c: not c.evaluation.scheduler or
      _SCHEDULER.fullmatch(c.evaluation.scheduler) is not None,

@@ -55,3 +55,30 @@ def test_executor_conformance(executor):
         assert bad.result(timeout=300).status != "ok"
     finally:
         pool.shutdown()
+
+
+def test_an_executor_registered_once_is_known_to_the_config_and_the_cli(monkeypatch):
+    """The registry is the one list of executors: a kind registered there validates in a config,
+    is built by make_executor and is a choice of `--executor`; an unknown name is one line that
+    lists the built-in ones."""
+    from glia_evo import cli, executors
+    from glia_evo.config import ConfigError, from_dict
+    from sandbox.pool import WorkerPool
+    monkeypatch.setattr(executors, "_KINDS", dict(executors._KINDS))
+    made = []
+
+    def one_worker(e, read_paths):
+        made.append(read_paths)
+        return WorkerPool(1, timeout_s=e.timeout_s, memory_mb=e.memory_mb, read_paths=read_paths)
+    executors.register(executors.ExecutorKind("one-worker", "a one-process pool", one_worker))
+    monkeypatch.setattr(executors, "EXECUTORS", tuple(executors._KINDS))
+    cfg = from_dict({"name": "x", "evaluation": {"executor": "one-worker"}}, files=False)
+    pool = executors.make_executor(cfg.evaluation, ("/tmp",))
+    try:
+        assert made == [("/tmp",)] and pool.workers == 1
+    finally:
+        pool.shutdown()
+    with pytest.raises(ConfigError, match=r"evaluation.executor.*'local', 'dask-local', 'dask'"):
+        from_dict({"name": "x", "evaluation": {"executor": "nope"}}, files=False)
+    args = cli.build_parser().parse_args(["run", "--executor", "one-worker"])
+    assert args.executor == "one-worker"
