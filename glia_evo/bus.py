@@ -7,7 +7,6 @@ about (what the tracker logs): `emit("evaluation", cand, island=0, ...)`.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -50,14 +49,16 @@ def tracker(tracker_, store) -> Subscriber:
     return track
 
 
-def best_file(path: Path) -> Subscriber:
-    """`best.py`, rewritten (atomically) whenever a `best` event names a new best."""
+def best_file(path: Path, train_split: str = "train") -> Subscriber:
+    """`best.py`, rewritten (atomically) whenever a `best` event names a new best (on the
+    training split; when the run stops, `glia_evo.validation` rewrites it with the program
+    chosen on validation). Its first line says which split chose it."""
+    from .validation import write_best
+
     def write(name: str, fields: dict, candidates: tuple) -> None:
         if name != "best" or not candidates:
             return
-        tmp = path.with_suffix(".py.tmp")
-        tmp.write_text(candidates[0].source)
-        os.replace(tmp, path)
+        write_best(path, candidates[0], None, train_split)
     return write
 
 

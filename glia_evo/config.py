@@ -35,6 +35,12 @@ class SearchConfig:
     seeds: list = field(default_factory=lambda: ["llq", "round_robin", "least_kv"])
     inspirations: int = 2
     max_attempts: int = 20           # proposals tried per slot before giving up on a parent
+    # parent selection: "lexicase" (epsilon-lexicase over the training instances) | "tournament"
+    selection: str = "lexicase"
+    # the run's best is chosen on `validation_split` among the `validate_top` fittest distinct
+    # programs on the training split (0: the best on the training split, as before)
+    validate_top: int = 6
+    validation_split: str = "validation"
 
 
 @dataclass
@@ -259,6 +265,7 @@ RANGES: dict[str, Range] = {
     "search.migration_k": Range(0, 1000),
     "search.inspirations": Range(0, 100),
     "search.max_attempts": Range(1, 10_000),
+    "search.validate_top": Range(0, 1000, note="0 = the best on the training split"),
     "budget.minutes": Range(0, MAX_MINUTES, low_open=True),
     "budget.max_evaluations": Range(1, MAX_EVALUATIONS),
     "budget.max_tokens": Range(0, 10**12, note="0 = no limit"),
@@ -370,6 +377,8 @@ RULES = [
      f"must be at most {local_workers_max()} for executor 'local' or 'dask-local' (4 per core "
      f"on this machine: each worker is a process); a Dask cluster (executor 'dask') may have "
      f"more"),
+    ("search.selection", lambda c: c.search.selection in ("lexicase", "tournament"),
+     "must be 'lexicase' or 'tournament'"),
     ("evaluation.executor", lambda c: c.evaluation.executor in executors.kinds(),
      "must be one of " + ", ".join(repr(k) for k in executors.EXECUTORS)),
     ("evaluation.scheduler", lambda c: c.evaluation.executor not in executors.kinds()

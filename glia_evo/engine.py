@@ -34,6 +34,7 @@ from .crew import OFFLINE, Crew
 from .evaluation import EvalResult, compact_diagnostics
 from .evaluator import EngineError, Evaluator
 from .events import EventLog, recover_evaluations
+from .lineage import lineage_record
 from .problems import get_problem
 from .proposals import STARTED, Proposals
 from .run_state import ELAPSED_KEY, EVALUATIONS_KEY, LAST_MIGRATION_KEY, Budget, run_status
@@ -52,7 +53,8 @@ class Engine:
         self.store = Store(run_dir / "state.sqlite")
         s = cfg.search
         self.islands = Islands(self.store, s.islands, s.island_capacity, cfg.seed,
-                               tournament_size=s.tournament)
+                               tournament_size=s.tournament, selection=s.selection,
+                               metric=self.problem.metric)
         self.events = EventLog(run_dir / "events.jsonl")
         self.tracker = (Tracker(run_dir, cfg.tracking.uri or None, run_name=cfg.name)
                         if cfg.tracking.enabled else None)
@@ -60,7 +62,7 @@ class Engine:
         self.bus.subscribe(subscribers.event_log(self.events))
         if self.tracker is not None:
             self.bus.subscribe(subscribers.tracker(self.tracker, self.store))
-        self.bus.subscribe(subscribers.best_file(run_dir / "best.py"))
+        self.bus.subscribe(subscribers.best_file(run_dir / "best.py", cfg.evaluation.split))
         if progress:
             self.bus.subscribe(subscribers.progress(progress, self.status))
         self.budget = Budget.of(cfg)
@@ -71,7 +73,8 @@ class Engine:
         self.trials = Trials(cfg, self.problem, self.tuning, self.evaluator, self.store,
                              self.islands, self.bus)
         self.crew = (Crew(cfg, self.problem, self.store, self.islands, self.bus, self.budget,
-                          run_dir, self.evaluator.slots()) if cfg.llm.mode != OFFLINE else None)
+                          run_dir, self.evaluator.slots(), pool=pool)
+                     if cfg.llm.mode != OFFLINE else None)
         self.proposals = Proposals(cfg, self.problem, self.store, self.islands, self.bus,
                                    self.crew)
         self.ready = self.proposals.ready          # LLM children waiting for a worker
@@ -104,9 +107,11 @@ class Engine:
 
     def _why_stop(self) -> str | None:
         """Evaluations already committed to (running, waiting for a worker, being proposed) and
-        tuning trials count against the evaluation budget like finished ones."""
+        tuning trials count against the evaluation budget like finished ones, and so does the
+        research turns' experiments' work (in evaluations: simulated requests / an evaluation's)."""
         research = len(self.crew.research) if self.crew else 0
-        outstanding = len(self.inflight) + len(self.ready) + research
+        outstanding = len(self.inflight) + len(self.ready) + research + (
+            self.crew.experiment_work() if self.crew else 0.0)
         return self.stopping or self.proposals.no_more or self.budget.exhausted(
             self.evaluations + self.tuning.trials + outstanding, self.elapsed(),
             *(self.crew.projection() if self.crew else (0, 0.0)))
@@ -260,9 +265,7 @@ class Engine:
         if best is not None:
             self.bus.emit("best", best)
         if self.tracker is not None:
-            everything = [c.to_dict() for c in self.store.all() if c.status != "pending"]
-            for c in everything:
-                c.pop("extra", None)
+            everything = [lineage_record(c) for c in self.store.all() if c.status != "pending"]
             self.tracker.finish_search(
                 [{"id": c.id, "fitness": c.fitness, "operator": c.operator, "island": c.island}
                  for c in self.islands.leaderboard(20)],

@@ -174,11 +174,10 @@ def export(run_dir: Path, out: Path, candidate_id: str | None, problem_name: str
                 raise ExportError(f"candidate {candidate_id} has status {cand.status}: only "
                                   f"evaluated programs can be exported")
         else:
-            viable = [c for c in store.all() if c.status == "ok" and c.fitness > 0
-                      and c.operator != "migration"]
-            if not viable:
+            from .validation import best_candidate
+            cand, _ = best_candidate(store)      # chosen on validation when the run chose
+            if cand is None:
                 raise ExportError(f"{run_dir} has no evaluated candidate yet")
-            cand = max(viable, key=lambda c: (c.fitness, -int(c.id.lstrip("c") or 0)))
         reference = (store.get_meta("reference") or {}).get("values", {})
         from .verdict import for_candidate
         text = header(store, cand, problem_name, split, reference, run_dir,

@@ -36,7 +36,8 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
         cands = [c for c in store.all() if c.status == "ok" and c.operator != "migration"]
         if not cands:
             raise ReportError(f"{run_dir} has no evaluated candidate yet")
-        best = max(cands, key=lambda c: c.fitness)
+        from .validation import best_candidate
+        best, choice = best_candidate(store)
         history = sorted([(c.evaluated_at or c.created_at, c.island, c.fitness) for c in cands]
                          + [(c.created_at, c.island, c.fitness) for c in store.all()   # migrants
                             if c.status == "ok" and c.operator == "migration"])
@@ -49,7 +50,8 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
     names = problem.baseline_names() if include_baselines else [problem.reference]
     sources = [best.source] + [problem.baseline_source(n) for n in names]
     results = _evaluate(sources, names, problem, split, instances, workers, progress)
-    rows = [{"policy": f"best ({best.id})", "status": results[0].status,
+    chosen_on = choice["split"] if choice else "train"
+    rows = [{"policy": f"best ({best.id}, chosen on {chosen_on})", "status": results[0].status,
              "fitness": results[0].fitness, "error": results[0].error,
              "scenarios": {k: v.get(problem.metric) for k, v in results[0].scenarios.items()}}]
     for name, res in zip(names, results[1:]):
@@ -58,11 +60,16 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
                      "scenarios": {k: v.get(problem.metric) for k, v in res.scenarios.items()}})
     report = {"problem": problem.name, "split": split, "baselines": include_baselines,
               "metric": problem.metric,
-              "reference": problem.reference, "best": {"id": best.id,
-                                                       "train_fitness": best.fitness},
+              "reference": problem.reference,
+              "best": {"id": best.id, "train_fitness": best.fitness,
+                       "chosen_on": choice["split"] if choice else "training split",
+                       **({"validation_fitness": choice["scores"][best.id]["fitness"],
+                           "train_best": choice["train_best"],
+                           "contenders": len(choice["contenders"])} if choice else {})},
               "rows": rows, "instances": [i.name for i in instances]}
     from .verdict import verdict
     report["warnings"] = verdict(report)["warnings"]
+    report["insights"] = run_insights(run_dir)
     out = run_dir / "report"
     try:
         out.mkdir(exist_ok=True)
@@ -128,6 +135,7 @@ def markdown(report: dict) -> str:
     lines = [f"# Held-out report: {report['problem']}, split '{report['split']}'", "",
              f"Fitness = geometric mean over the split of {report['reference']} / policy "
              f"({report['metric']}, lower is better in the scenario columns).", "",
+             _chosen(report.get("best") or {}), "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in report["rows"]:
         cells = [row["policy"], f"{row['fitness']:.4f}" if row["status"] == "ok" else
@@ -136,7 +144,46 @@ def markdown(report: dict) -> str:
                   else "-" for i in inst]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + [f"**Warning:** {w}" for w in report.get("warnings", [])]
+    lines += insights_markdown(report.get("insights") or [])
     return "\n".join(lines) + "\n"
+
+
+def _chosen(best: dict) -> str:
+    """Which split chose the best candidate the report is about."""
+    if "validation_fitness" in best:
+        return (f"The best ({best['id']}) was chosen on the '{best['chosen_on']}' split (fitness "
+                f"{best['validation_fitness']:.4f}) among the {best['contenders']} fittest "
+                f"distinct programs on the training split (its training fitness "
+                f"{best['train_fitness']:.4f}; the fittest there was {best['train_best']}).")
+    return (f"The best ({best.get('id', '?')}) was chosen on the training split alone (fitness "
+            f"{best.get('train_fitness', 0):.4f}): no validation choice covers the whole run.")
+
+
+def run_insights(run_dir: Path) -> list[dict]:
+    """The Supervisor's insights of the run (what it learnt about the workload, issue 18):
+    [{review, evaluations, text}], oldest first; [] without an LLM Supervisor."""
+    from .hygiene import clean
+    from .run_state import INSIGHTS_KEY
+    try:
+        store = Store(run_dir / "state.sqlite", create=False)
+    except StoreError:
+        return []
+    try:
+        kept = store.get_meta(INSIGHTS_KEY) or []
+    finally:
+        store.close()
+    return [{"review": int(i.get("review", 0)), "evaluations": int(i.get("evaluations", 0)),
+             "text": clean(i.get("text"), 300)} for i in kept if isinstance(i, dict)]
+
+
+def insights_markdown(insights: list[dict]) -> list[str]:
+    if not insights:
+        return []
+    lines = ["", "## What the search learnt about the workload (the Supervisor's insights)", ""]
+    for i in insights:
+        text = i["text"].replace("\n", " ").replace("|", "\\|")
+        lines.append(f"- {text} (review {i['review']}, after {i['evaluations']} evaluations)")
+    return lines
 
 
 def _plots(out: Path, report: dict, history: list[tuple]) -> None:

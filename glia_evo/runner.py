@@ -23,7 +23,7 @@ from pathlib import Path
 
 from population import Islands, Store, StoreError
 
-from . import config as config_mod
+from . import config as config_mod, validation
 from .config import RunConfig
 from .disk import (CONFIG_FILE, STATE_FILE, check_free_space, disk_full, disk_full_reason,
                    trim_partial_line)
@@ -313,12 +313,17 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
           + (f" and {trials} tuning trials" if trials else "") + f" in {status['elapsed_s']:.0f} s.")
     if "llm" in status:
         print(llm_line(status["llm"]))
+    if status.get("experiments"):
+        print(experiments_line(status["experiments"], status.get("insights", 0)))
     if status.get("tuning"):
         print(tuning_line(status["tuning"]))
+    choice = choose_on_validation(cfg, run_dir, engine) if best and not engine.fatal else None
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} on the "
               f"'{cfg.evaluation.split}' split (operator {best['operator']}, island "
-              f"{best['island']}) -> {run_dir / 'best.py'}")
+              f"{best['island']})" + ("" if choice else f" -> {run_dir / 'best.py'}"))
+    if choice:
+        print(validation.line(choice, cfg.evaluation.split) + f" -> {run_dir / 'best.py'}")
     rc = 1 if engine.fatal else 0
     if engine.fatal:
         print(f"glia-evo: error: {engine.fatal}", file=sys.stderr)
@@ -342,6 +347,43 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
           + (f"--max-evaluations {2 * cfg.budget.max_evaluations}" if why and "evaluation budget"
              in why else "--minutes 30"))
     return rc
+
+
+def choose_on_validation(cfg: RunConfig, run_dir: Path, engine: Engine) -> dict | None:
+    """The run's best chosen on the validation split (`glia_evo.validation`), `best.py`
+    rewritten with it; None when it is off, impossible or interrupted (Ctrl-C: the best stays
+    the training split's, and says so)."""
+    k, split = cfg.search.validate_top, cfg.search.validation_split
+    problem = engine.problem
+    if k <= 0 or split not in problem.splits or split == cfg.evaluation.split:
+        return None
+    choice = validation.current(engine.store)
+    if choice is None:
+        print(f"validation: choosing the best among the {k} fittest distinct programs on the "
+              f"'{split}' split ({len(problem.split(split))} instances)...", flush=True)
+        try:
+            choice = validation.choose(engine.store, problem, k, split,
+                                       workers=cfg.evaluation.workers)
+        except Exception as exc:   # noqa: BLE001 - a full disk: the run is saved as it is
+            if not disk_full_reason(exc):
+                raise
+            print(f"validation: not chosen ({disk_full_reason(exc)}); the best stays the one "
+                  f"chosen on '{cfg.evaluation.split}'", file=sys.stderr, flush=True)
+            return None
+        except KeyboardInterrupt:
+            print("validation: interrupted; the best stays the one chosen on "
+                  f"'{cfg.evaluation.split}' (`glia-evo resume {run_dir}` chooses again)",
+                  file=sys.stderr, flush=True)
+            return None
+    if choice is None:
+        return None
+    cand = engine.store.get(choice["best"])
+    validation.write_best(run_dir / "best.py", cand, choice, cfg.evaluation.split)
+    engine.bus.emit("validation", split=split, best=choice["best"],
+                    train_best=choice["train_best"],
+                    scores={i: round(v["fitness"], 6) for i, v in choice["scores"].items()
+                            if i in choice["contenders"]})
+    return choice
 
 
 def _evaluations(engine: Engine) -> int | None:
@@ -438,6 +480,15 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
     return 0
 
 
+def experiments_line(x: dict, insights: int = 0) -> str:
+    """Research turns (issue 18) in one line of `glia-evo status`."""
+    return (f"experiments: {x['turns']} research turns, {x['calls']} tool calls ({x['answered']} "
+            f"answered, {x['malformed']} malformed, {x['over_budget']} over a budget), "
+            f"{x['simulations']} simulations of {x['requests']} requests = "
+            f"{x['evaluations']:.2f} evaluations charged to the budget"
+            + (f"; {insights} Supervisor insights" if insights else ""))
+
+
 def print_verdict(report: dict, train_split: str) -> None:
     """The held-out verdict: the best's train and held-out fitness beside the best shipped
     baseline's and the reference's, and a plain warning when the search did not beat them."""
@@ -506,6 +557,15 @@ def status(run_dir: Path) -> dict:
                                "island": c.island, "generation": c.generation}
                               for c in islands.leaderboard(5)]
         out["split"] = cfg.evaluation.split
+        chosen = validation.current(store)
+        if chosen is not None:
+            out["validation"] = {"split": chosen["split"], "best": chosen["best"],
+                                 "train_best": chosen["train_best"],
+                                 "fitness": chosen["scores"][chosen["best"]]["fitness"],
+                                 "line": validation.line(chosen, cfg.evaluation.split)}
+            cand = store.get(chosen["best"])
+            out["best"] = {"id": cand.id, "fitness": cand.fitness, "operator": cand.operator,
+                           "island": cand.island, "chosen_on": chosen["split"]}
         from .verdict import for_candidate
         judged = for_candidate(run_dir, out["best"]["id"], cfg.evaluation.split) \
             if out["best"] else None
@@ -532,12 +592,16 @@ def print_status(info: dict) -> None:
           f"{minutes}{extra}")
     if "llm" in info:
         print(llm_line(info["llm"]))
+    if info.get("experiments"):
+        print(experiments_line(info["experiments"], info.get("insights", 0)))
     if info.get("tuning"):
         print(tuning_line(info["tuning"]))
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} on the "
               f"'{info.get('split', 'train')}' split ({best['operator']}, island "
               f"{best['island']})")
+        if info.get("validation"):
+            print(info["validation"]["line"])
         if info.get("heldout"):
             for line in info["heldout"]["lines"]:
                 print(line)

@@ -16,10 +16,20 @@ Rules:
 - Elitism: the island's best member (highest fitness, ties: the oldest) is never evicted, except
   by a strictly fitter candidate; an island's best fitness never decreases.
 "Older" means inserted into the store earlier.
+
+Parent selection is a tournament (`selection="tournament"`) or epsilon-lexicase over the
+members' per-instance scores (`selection="lexicase"`, given the problem's `metric`, lower is
+better): the instances are shuffled and each in turn keeps only the members within epsilon (the
+median absolute deviation of that instance's scores) of the best there, until one is left. A
+member that is the best on some instances but not on the mean (a specialist) is still chosen
+as a parent, so the islands do not all converge to one program fitted to the mean of the
+training instances. Scores are -log(metric): the reference's value is the same for every member
+of an instance, so this ranks exactly as log(reference / metric), the per-instance fitness.
 """
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,6 +39,7 @@ from .store import Store
 
 RNG_KEY = "islands.rng_state"
 CONFIG_KEY = "islands.config"
+SELECTIONS = ("tournament", "lexicase")
 
 
 class _Row(NamedTuple):
@@ -78,6 +89,10 @@ def source_distance(a: str, b: str) -> float:
     return 1.0 - difflib.SequenceMatcher(None, _lines(a), _lines(b), autojunk=False).ratio()
 
 
+def _positive(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
 class Islands:
     """`num_islands` islands of at most `capacity` members each, over `store`.
 
@@ -88,7 +103,15 @@ class Islands:
     """
 
     def __init__(self, store: Store, num_islands: int, capacity: int, rng: Any = None, *,
-                 tournament_size: int = 3) -> None:
+                 tournament_size: int = 3, selection: str = "tournament",
+                 metric: str | None = None) -> None:
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got "
+                             f"{selection!r}")
+        if selection == "lexicase" and not metric:
+            raise ValueError("lexicase selection needs the problem's metric")
+        self.selection = selection
+        self.metric = metric
         for name, v in (("num_islands", num_islands), ("capacity", capacity),
                         ("tournament_size", tournament_size)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -112,6 +135,8 @@ class Islands:
         # run must not overwrite the run's rng state with an older copy.
         config = {"num_islands": num_islands, "capacity": capacity,
                   "tournament_size": tournament_size}
+        if selection != "tournament":      # older runs' stored config stays as it was
+            config.update(selection=selection, metric=metric)
         with store.transaction():
             if store.get_meta(CONFIG_KEY) != config:
                 store.set_meta(CONFIG_KEY, config)
@@ -132,7 +157,9 @@ class Islands:
         if config is None:
             raise LookupError(f"{store.path}: no islands configuration stored")
         return cls(store, config["num_islands"], config["capacity"],
-                   tournament_size=config["tournament_size"])
+                   tournament_size=config["tournament_size"],
+                   selection=config.get("selection", "tournament"),
+                   metric=config.get("metric"))
 
     # ------------------------------------------------------------------ helpers
 
@@ -206,12 +233,17 @@ class Islands:
 
     def select_parent(self, island: int) -> Candidate:
         """Tournament selection: draw `tournament_size` distinct members uniformly (all of them
-        if fewer) and return the fittest (ties: the oldest). Saves the rng state.
-        LookupError if the island has no members."""
+        if fewer) and return the fittest (ties: the oldest); or epsilon-lexicase (see the module
+        doc), which falls back to the tournament when the members share fewer than two scored
+        instances. Saves the rng state. LookupError if the island has no members."""
         island = self._check(island)
         rows = self._rows(island)
         if not rows:
             raise LookupError(f"island {island} has no members")
+        if self.selection == "lexicase" and len(rows) > 1:
+            found = self._lexicase(island)
+            if found is not None:
+                return found
         k = min(self.tournament_size, len(rows))
         picks = self._rng.choice(len(rows), size=k, replace=False)
         self.save_rng_state()
@@ -219,6 +251,42 @@ class Islands:
         found = self.store.get(winner.id)
         assert found is not None
         return found
+
+    def instance_scores(self, members: list[Candidate]) -> tuple[list[str], np.ndarray] | None:
+        """(instances, scores): one row per member, one column per instance every member was
+        scored on, score = -log(metric) (higher is better); None if fewer than two."""
+        if not self.metric:
+            return None
+        common = None
+        for m in members:
+            names = {n for n, v in (m.metrics or {}).items()
+                     if isinstance(v, dict) and _positive(v.get(self.metric))}
+            common = names if common is None else common & names
+        cases = sorted(common or ())
+        if len(cases) < 2:
+            return None
+        scores = np.array([[-math.log(m.metrics[c][self.metric]) for c in cases]
+                           for m in members], dtype=float)
+        return cases, scores
+
+    def _lexicase(self, island: int) -> Candidate | None:
+        members = self.store.members(island)          # oldest first
+        scored = self.instance_scores(members)
+        if scored is None:
+            return None
+        _, scores = scored
+        order = self._rng.permutation(scores.shape[1])
+        pool = np.arange(len(members))
+        for case in order:
+            column = scores[:, int(case)]
+            eps = float(np.median(np.abs(column - np.median(column))))
+            values = column[pool]
+            pool = pool[values >= values.max() - eps]
+            if len(pool) == 1:
+                break
+        pick = int(pool[int(self._rng.integers(len(pool)))]) if len(pool) > 1 else int(pool[0])
+        self.save_rng_state()
+        return members[pick]
 
     def inspirations(self, island: int, parent: Candidate | str | None = None,
                      n: int = 2) -> list[Candidate]:
@@ -299,4 +367,4 @@ class Islands:
         return self.store._top(n, exclude_operator="migration")
 
 
-__all__ = ["Islands", "source_distance", "RNG_KEY", "CONFIG_KEY"]
+__all__ = ["Islands", "source_distance", "RNG_KEY", "CONFIG_KEY", "SELECTIONS"]

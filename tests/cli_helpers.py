@@ -9,7 +9,8 @@ def run_glia(*args, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
 
 
 SMALL_RUN = {
-    "search": {"islands": 2, "island_capacity": 4, "seeds": ["llq", "round_robin"]},
+    "search": {"islands": 2, "island_capacity": 4, "seeds": ["llq", "round_robin"],
+               "validate_top": 0},
     "evaluation": {"workers": 2, "split": "quick", "cascade": False},
     "tuning": {"enabled": False},
     "tracking": {"enabled": False},
@@ -19,8 +20,8 @@ SMALL_RUN = {
 
 def small_run_toml(name: str, evaluations: int, seed: int = 0, **sections: dict) -> str:
     """The config.toml of a small, quick test run: two islands of 4 seeded with llq and
-    round_robin, 2 workers on the quick split without the cascade; tuning, tracking and the
-    report at the end off, so each test turns on only what it tests. `sections` (e.g.
+    round_robin, 2 workers on the quick split without the cascade; tuning, tracking, the
+    choice of the best on validation and the report at the end off, so each test turns on only what it tests. `sections` (e.g.
     `tuning={"enabled": True, "trials": 2}`) are merged key by key over these defaults."""
     import tomli_w
     config = {"name": name, "seed": seed, "budget": {"max_evaluations": evaluations}}

@@ -131,7 +131,7 @@ def test_llm_search_improves_recovers_repairs_and_steers(tmp_path, server):
     children = [c for c in cands if c.operator == "llm"]
     assert {c.extra["form"] for c in children} == {"diff", "full"}
     assert all(c.model == MODEL and c.extra["hypothesis"] and c.rationale for c in children)
-    assert (out / "best.py").read_text() == best.source
+    assert (out / "best.py").read_text().endswith("\n" + best.source)    # after its header
     assert meta["evaluations"] == 14 and len(cands) == 14
 
     # retries: 429 (after its Retry-After), 500 and the hung call were each tried again
