@@ -21,12 +21,19 @@ from pathlib import Path
 from population import Candidate, Islands, Store
 
 from .config import RunConfig
+from .hygiene import clean, clean_tree
 from .operators import Proposal
-from .run_state import Budget, LLM_KEY, SUPERVISOR_KEY, new_usage
+from .run_state import (EVALUATIONS_KEY, EXPERIMENTS_KEY, INSIGHTS_KEY, LLM_KEY, REFERENCE_KEY,
+                        SUPERVISOR_KEY, TRIALS_KEY, Budget, new_experiment_stats, new_usage)
 
 OFFLINE = "offline"
 NOTES_FILE = "supervisor_notes.md"
+EXPERIMENTS_DIR = "experiments"    # <run>/experiments/<child>.md: a research turn's record
 RECENT_FOR_SUPERVISOR = 12
+CONCLUSIONS_PER_ISLAND = 3         # research conclusions per island the Supervisor reads
+MAX_INSIGHTS = 30                  # Supervisor insights kept for the report
+ANSWER_IN_EXTRA = 1000             # characters of a tool answer kept in the child's extra
+ANSWER_IN_EVENT = 400              # ... and in its events.jsonl line
 
 
 @dataclass
@@ -78,7 +85,7 @@ def turn(cfg: RunConfig, index: int, offline: bool) -> str:
 
 class Crew:
     def __init__(self, cfg: RunConfig, problem, store: Store, islands: Islands, bus,
-                 budget: Budget, run_dir: Path, workers: int):
+                 budget: Budget, run_dir: Path, workers: int, pool=None):
         from .llm import (LLMAnalyst, LLMClient, Prompts, Researcher, Supervisor,
                           api_key_from_env)
         self.cfg, self.problem, self.store, self.islands = cfg, problem, store, islands
@@ -94,8 +101,19 @@ class Crew:
                                 cancel=self.cancel, on_retry=self._on_retry,
                                 max_in_flight=self.concurrency if local else None)
         prompts = Prompts(c.prompts_dir or None)
+        # research turns (issue 18): the experiment tools run their simulations as jobs of the
+        # run's sandbox pool, on the instances of the search's own split (never a held-out
+        # one), with the policy rng seed 0 of every evaluation, so `simulate(parent)` gives the
+        # parent's own metrics
+        self.tools = None
+        if c.experiments > 0 and pool is not None:
+            from .research import make_tools
+            self.tools = make_tools(pool, problem, c, store,
+                                    instances=problem.split(cfg.evaluation.split), seed=0)
         self.researcher = Researcher(self.client, problem, prompts,
-                                     summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5)
+                                     summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5,
+                                     tools=self.tools,
+                                     experiments=c.experiments if self.tools else 0)
         self.analyst = LLMAnalyst(self.client, problem, prompts)
         self.supervisor = Supervisor(self.client, problem, prompts)
         self.research: list[Task] = []
@@ -104,6 +122,10 @@ class Crew:
         self.usage = new_usage()
         self.usage.update(store.get_meta(LLM_KEY, {}) or {})
         self.supervision = dict(store.get_meta(SUPERVISOR_KEY, {}) or {})
+        self.experiment_stats = {**new_experiment_stats(),
+                                 **(store.get_meta(EXPERIMENTS_KEY, {}) or {})}
+        self.insights: list[dict] = list(store.get_meta(INSIGHTS_KEY, []) or [])
+        self._per_evaluation: tuple[int, int] | None = None
 
     # --- budget -------------------------------------------------------------------------------
     def projection(self) -> tuple[int, float]:
@@ -119,6 +141,51 @@ class Crew:
 
     def budget_out(self) -> bool:
         return self.budget.llm_exhausted(*self.projection()) is not None
+
+    def per_evaluation(self) -> tuple[int, int]:
+        """(simulated requests, instances) of one evaluation on the search's split: what an
+        experiment's work is measured against (from the reference's trace lengths)."""
+        if self._per_evaluation is None or not self._per_evaluation[0]:
+            names = [i.name for i in self.problem.split(self.cfg.evaluation.split)]
+            completed = (self.store.get_meta(REFERENCE_KEY) or {}).get("completed") or {}
+            self._per_evaluation = (sum(int(completed.get(n) or 0) for n in names),
+                                    max(1, len(names)))
+        return self._per_evaluation
+
+    def charge(self, work: dict) -> float:
+        """A research turn's experiments in evaluations: the requests they simulated over the
+        requests of one evaluation (for a problem without requests: simulations over the
+        split's instances)."""
+        requests, instances = self.per_evaluation()
+        if requests:
+            return float(work.get("requests", 0) or 0) / requests
+        return float(work.get("simulations", 0) or 0) / instances
+
+    def experiment_work(self) -> float:
+        """Evaluations' worth of work the experiments used, plus what the research turns still
+        running will probably use (the mean per turn so far): charged to the evaluation
+        budget like evaluations and tuning trials."""
+        s = self.experiment_stats
+        done = float(s["evaluations"])
+        running = len(self.research) if self.tools is not None else 0
+        if running and s["turns"]:
+            done += running * done / s["turns"]
+        return done
+
+    def turn_requests(self) -> int | None:
+        """The simulated requests a research turn starting now may use: the per-proposal
+        budget, lowered to what is left of the run's evaluation budget after the evaluations,
+        trials, experiments and research turns already counted (and this turn's own child)."""
+        if self.tools is None:
+            return None
+        requests, _ = self.per_evaluation()
+        if not requests:
+            return None
+        used = (int(self.store.get_meta(EVALUATIONS_KEY, 0)) +
+                int(self.store.get_meta(TRIALS_KEY, 0)) + self.experiment_work() +
+                len(self.research) + 1)
+        left = max(1, int((self.budget.max_evaluations - used) * requests))
+        return min(self.tools.max_requests, left) if self.tools.max_requests else left
 
     # --- the Researcher -----------------------------------------------------------------------
     def busy(self) -> bool:
@@ -163,7 +230,8 @@ class Crew:
         return ResearchSnapshot(index=index, island=island, parent=parent,
                                 inspirations=list(inspirations),
                                 notes=self.supervision.get("notes", ""), model=model,
-                                summaries=waits, known=known)
+                                summaries=waits, known=known,
+                                experiment_requests=self.turn_requests())
 
     def start_research(self, snap) -> None:
         self.research.append(Task("research", spawn(self.researcher.propose, snap,
@@ -197,6 +265,10 @@ class Crew:
         u = self.usage
         u["proposals"] += 1
         spent = self.account("researcher", out.calls)
+        if self._researched(out):
+            self._charge_experiments(out)
+            if out.status != "ok":         # no child: the experiments are published here
+                self.publish_experiments(snap, out, None)
         if out.status == "discarded":
             u["discarded"] += 1
             self.bus.emit("discarded", island=snap.island, parent=snap.parent.id,
@@ -215,20 +287,81 @@ class Crew:
 
     @staticmethod
     def proposal(snap, out) -> Proposal:
-        """A Researcher's usable answer as a Proposal (what the offline mutator returns too)."""
+        """A Researcher's usable answer as a Proposal (what the offline mutator returns too);
+        a research turn's child also keeps its conclusion and experiments (tool, arguments,
+        outcome, a bounded answer; every string already cleaned, cleaned again)."""
         ans = out.answer
+        extra = {"hypothesis": ans.hypothesis, "form": ans.form,
+                 "repaired": out.repaired, "proposal": snap.index,
+                 "inspirations": [c.id for c in snap.inspirations]}
+        if Crew._researched(out):
+            extra.update(conclusion=clean(out.conclusion, 2000),
+                         experiments=experiment_records(out.experiments, ANSWER_IN_EXTRA),
+                         experiment_work=clean_tree(out.work, 200),
+                         protocol=clean(out.protocol, 20))
         return Proposal(source=ans.source, operator="llm", rationale=ans.rationale,
-                        hypothesis=ans.hypothesis, model=out.model,
-                        extra={"hypothesis": ans.hypothesis, "form": ans.form,
-                               "repaired": out.repaired, "proposal": snap.index,
-                               "inspirations": [c.id for c in snap.inspirations]})
+                        hypothesis=ans.hypothesis, model=out.model, extra=extra)
 
-    def count_child(self, out, child: Candidate | None) -> None:
+    def count_child(self, out, child: Candidate | None, snap=None) -> None:
         if child is None:
             self.usage["duplicates"] += 1
         else:
             self.usage["children"] += 1
             self.usage["repaired"] += int(out.repaired)
+        if snap is not None and self._researched(out):
+            self.publish_experiments(snap, out, child)
+
+    # --- research turns' experiments ------------------------------------------------------------
+    @staticmethod
+    def _researched(out) -> bool:
+        """A research turn's outcome (a plain proposal has neither experiments nor work)."""
+        return bool(out.experiments or out.work)
+
+    def _charge_experiments(self, out) -> None:
+        """Count a research turn's experiments and charge their work to the evaluation budget
+        (inside the engine's transaction)."""
+        s = self.experiment_stats
+        w = out.work or {}
+        records = out.experiments or []
+        s["turns"] += 1
+        s["calls"] += len(records)
+        s["answered"] += sum(1 for r in records if r.get("ok"))
+        for key, kind in (("malformed", "call"), ("over_budget", "budget"), ("failed", "run")):
+            s[key] += sum(1 for r in records if not r.get("ok") and r.get("refused") == kind)
+        for key in ("simulations", "requests"):
+            s[key] += int(w.get(key, 0) or 0)
+        s["seconds"] = round(s["seconds"] + float(w.get("seconds", 0) or 0), 3)
+        s["tokens"] += sum(r.tokens for r in out.calls)
+        s["evaluations"] = round(s["evaluations"] + self.charge(w), 6)
+        self.store.set_meta(EXPERIMENTS_KEY, s)
+
+    def publish_experiments(self, snap, out, child: Candidate | None) -> None:
+        """The turn's `experiments` event (every tool call, with a bounded answer) and, for a
+        child, its experiments.md (<run>/experiments/<id>.md, logged to the child's MLflow run
+        as experiments.md)."""
+        from .research import experiments_markdown
+        hypothesis = out.answer.hypothesis if out.answer is not None else ""
+        if child is not None:
+            text = experiments_markdown(out.experiments, out.conclusion, hypothesis,
+                                        child=child.id)
+            try:
+                folder = self.run_dir / EXPERIMENTS_DIR
+                folder.mkdir(exist_ok=True)
+                tmp = folder / f".{child.id}.md.tmp"
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(folder / f"{child.id}.md")
+            except OSError:     # e.g. a full disk: the records stay in the child's extra
+                pass
+        w = out.work or {}
+        self.bus.emit("experiments", candidate=child.id if child is not None else None,
+                      island=snap.island, parent=snap.parent.id, model=out.model,
+                      status=out.status, protocol=clean(out.protocol, 20),
+                      conclusion=clean(out.conclusion, 600),
+                      work={k: w[k] for k in ("calls", "errors", "malformed", "over_budget",
+                                              "simulations", "requests", "seconds", "tokens")
+                            if k in w},
+                      charged_evaluations=round(self.charge(w), 4),
+                      calls=experiment_records(out.experiments, ANSWER_IN_EVENT))
 
     # --- the Analyst and the Supervisor ---------------------------------------------------------
     def maybe_analyse(self, cand: Candidate, parent: Candidate | None, stopping) -> None:
@@ -284,12 +417,18 @@ class Crew:
                   if x.status != "pending" and x.operator not in ("seed", "migration")]
         if first and not recent:
             return      # a first review that sees only the seeds has nothing to say
+        conclusions: dict[int, list] = {}
+        for x in recent:
+            if (x.extra or {}).get("conclusion"):
+                conclusions.setdefault(x.island, []).append(x)
         snap = SupervisorSnapshot(
             review=int(self.supervision.get("review", 0)) + 1, evaluations=evaluations,
             leaderboard=self.islands.leaderboard(10),
             island_best=[(i, self.islands.best(i)) for i in range(self.islands.num_islands)],
             recent=recent[-RECENT_FOR_SUPERVISOR:], previous=self.supervision.get("notes", ""),
-            model=c.supervisor_model or c.first_model())
+            model=c.supervisor_model or c.first_model(),
+            conclusions=[x for xs in conclusions.values()
+                         for x in xs[-CONCLUSIONS_PER_ISLAND:]])
         self.side.append(Task("supervisor", spawn(self.supervisor.review, snap,
                                                   name="supervisor"), snap))
 
@@ -302,10 +441,12 @@ class Crew:
             notes, calls, error = None, list(getattr(exc, "usage", []) or []), str(exc)
         with self.store.transaction():
             spent = self.account("supervisor", calls)
+            new = []
             if notes:
                 self.supervision = {"review": snap.review, "evaluations": snap.evaluations,
                                     "notes": notes, "model": snap.model}
                 self.usage["reviews"] += 1
+                new = self._add_insights(notes, snap)
             else:
                 self.supervision = {**self.supervision, "evaluations": snap.evaluations}
                 self.usage["review_failures"] += 1
@@ -318,6 +459,21 @@ class Crew:
                          f"({snap.model}, {when})\n\n{notes.strip()}\n\n")
         self.bus.emit("supervisor", review=snap.review, evaluations=snap.evaluations,
                       model=snap.model, ok=bool(notes), error=error, **spent)
+        if new:
+            self.bus.emit("insights", review=snap.review, evaluations=snap.evaluations,
+                          insights=[i["text"] for i in new])
+
+    def _add_insights(self, notes: str, snap) -> list[dict]:
+        """The review's INSIGHTS (what was learnt about the workload) not already kept, added
+        to the run's list (inside the caller's transaction); the report lists them."""
+        from .llm import split_insights
+        known = {i["text"] for i in self.insights}
+        new = [{"review": snap.review, "evaluations": snap.evaluations, "text": text}
+               for text in dict.fromkeys(split_insights(notes)) if text not in known]
+        if new:
+            self.insights = (self.insights + new)[-MAX_INSIGHTS:]
+            self.store.set_meta(INSIGHTS_KEY, self.insights)
+        return new
 
     # --- counters, threads, the end -------------------------------------------------------------
     def _on_retry(self, model, attempt, why, delay) -> None:
@@ -394,3 +550,19 @@ class Crew:
     def close(self) -> None:
         self.cancel.set()
         self.client.close()
+
+
+def experiment_records(records: list, answer_chars: int) -> list[dict]:
+    """A research turn's experiment records for the child's extra or an event: the tool, its
+    arguments (program texts already replaced by a hash), the outcome and the answer cut to
+    `answer_chars` (every string cleaned again)."""
+    out = []
+    for r in records or []:
+        if not isinstance(r, dict):
+            continue
+        keep = {k: r[k] for k in ("n", "tool", "via", "ok", "refused", "error", "requests",
+                                  "seconds", "run_id", "args") if k in r}
+        keep = clean_tree(keep, 600)
+        keep["answer"] = clean(r.get("answer"), answer_chars)
+        out.append(keep)
+    return out

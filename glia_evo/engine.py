@@ -34,6 +34,7 @@ from .crew import OFFLINE, Crew
 from .evaluation import EvalResult, compact_diagnostics
 from .evaluator import EngineError, Evaluator
 from .events import EventLog, recover_evaluations
+from .lineage import lineage_record
 from .problems import get_problem
 from .proposals import STARTED, Proposals
 from .run_state import ELAPSED_KEY, EVALUATIONS_KEY, LAST_MIGRATION_KEY, Budget, run_status
@@ -72,7 +73,8 @@ class Engine:
         self.trials = Trials(cfg, self.problem, self.tuning, self.evaluator, self.store,
                              self.islands, self.bus)
         self.crew = (Crew(cfg, self.problem, self.store, self.islands, self.bus, self.budget,
-                          run_dir, self.evaluator.slots()) if cfg.llm.mode != OFFLINE else None)
+                          run_dir, self.evaluator.slots(), pool=pool)
+                     if cfg.llm.mode != OFFLINE else None)
         self.proposals = Proposals(cfg, self.problem, self.store, self.islands, self.bus,
                                    self.crew)
         self.ready = self.proposals.ready          # LLM children waiting for a worker
@@ -105,9 +107,11 @@ class Engine:
 
     def _why_stop(self) -> str | None:
         """Evaluations already committed to (running, waiting for a worker, being proposed) and
-        tuning trials count against the evaluation budget like finished ones."""
+        tuning trials count against the evaluation budget like finished ones, and so does the
+        research turns' experiments' work (in evaluations: simulated requests / an evaluation's)."""
         research = len(self.crew.research) if self.crew else 0
-        outstanding = len(self.inflight) + len(self.ready) + research
+        outstanding = len(self.inflight) + len(self.ready) + research + (
+            self.crew.experiment_work() if self.crew else 0.0)
         return self.stopping or self.proposals.no_more or self.budget.exhausted(
             self.evaluations + self.tuning.trials + outstanding, self.elapsed(),
             *(self.crew.projection() if self.crew else (0, 0.0)))
@@ -261,9 +265,7 @@ class Engine:
         if best is not None:
             self.bus.emit("best", best)
         if self.tracker is not None:
-            everything = [c.to_dict() for c in self.store.all() if c.status != "pending"]
-            for c in everything:
-                c.pop("extra", None)
+            everything = [lineage_record(c) for c in self.store.all() if c.status != "pending"]
             self.tracker.finish_search(
                 [{"id": c.id, "fitness": c.fitness, "operator": c.operator, "island": c.island}
                  for c in self.islands.leaderboard(20)],

@@ -69,6 +69,7 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
               "rows": rows, "instances": [i.name for i in instances]}
     from .verdict import verdict
     report["warnings"] = verdict(report)["warnings"]
+    report["insights"] = run_insights(run_dir)
     out = run_dir / "report"
     try:
         out.mkdir(exist_ok=True)
@@ -143,6 +144,7 @@ def markdown(report: dict) -> str:
                   else "-" for i in inst]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + [f"**Warning:** {w}" for w in report.get("warnings", [])]
+    lines += insights_markdown(report.get("insights") or [])
     return "\n".join(lines) + "\n"
 
 
@@ -155,6 +157,33 @@ def _chosen(best: dict) -> str:
                 f"{best['train_fitness']:.4f}; the fittest there was {best['train_best']}).")
     return (f"The best ({best.get('id', '?')}) was chosen on the training split alone (fitness "
             f"{best.get('train_fitness', 0):.4f}): no validation choice covers the whole run.")
+
+
+def run_insights(run_dir: Path) -> list[dict]:
+    """The Supervisor's insights of the run (what it learnt about the workload, issue 18):
+    [{review, evaluations, text}], oldest first; [] without an LLM Supervisor."""
+    from .hygiene import clean
+    from .run_state import INSIGHTS_KEY
+    try:
+        store = Store(run_dir / "state.sqlite", create=False)
+    except StoreError:
+        return []
+    try:
+        kept = store.get_meta(INSIGHTS_KEY) or []
+    finally:
+        store.close()
+    return [{"review": int(i.get("review", 0)), "evaluations": int(i.get("evaluations", 0)),
+             "text": clean(i.get("text"), 300)} for i in kept if isinstance(i, dict)]
+
+
+def insights_markdown(insights: list[dict]) -> list[str]:
+    if not insights:
+        return []
+    lines = ["", "## What the search learnt about the workload (the Supervisor's insights)", ""]
+    for i in insights:
+        text = i["text"].replace("\n", " ").replace("|", "\\|")
+        lines.append(f"- {text} (review {i['review']}, after {i['evaluations']} evaluations)")
+    return lines
 
 
 def _plots(out: Path, report: dict, history: list[tuple]) -> None:

@@ -119,7 +119,7 @@ class Proposals:
             if out.status == "ok":
                 child = self.children.add(self.crew.proposal(snap, out), island=snap.island,
                                           parent=snap.parent, extra=spent)
-                self.crew.count_child(out, child)
+                self.crew.count_child(out, child, snap)
             elif out.status == "fatal":
                 self.fatal = out.message
             elif out.status == "unavailable" and self.cfg.llm.fallback_offline:

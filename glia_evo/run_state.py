@@ -3,12 +3,13 @@ survive restarts), the budgets, the LLM usage counters, and the status view `gli
 prints."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from population import STATUSES, Islands, Store
 
 from .config import RunConfig
-from .tuning_runs import STATS_KEY, new_stats, tuning_summary
+from .tuning_runs import STATS_KEY, TRIALS_KEY, new_stats, tuning_summary
 
 ELAPSED_KEY = "elapsed_s"
 PROPOSALS_KEY = "proposals"
@@ -17,6 +18,8 @@ LAST_MIGRATION_KEY = "last_migration"
 REFERENCE_KEY = "reference"
 LLM_KEY = "llm"                    # token / cost / outcome counters of the LLM agents
 SUPERVISOR_KEY = "supervisor"      # the latest review: number, evaluations, notes
+EXPERIMENTS_KEY = "experiments"    # research turns' tool calls and the work they cost
+INSIGHTS_KEY = "insights"          # the Supervisor's insights: [{review, evaluations, text}]
 
 
 @dataclass
@@ -33,7 +36,8 @@ class Budget:
 
     def left(self, evaluations: int, elapsed_s: float, tokens: int = 0,
              cost_usd: float = 0.0) -> dict:
-        out = {"evaluations": max(0, self.max_evaluations - evaluations),
+        # (evaluations may hold a fraction: the experiments' work, in evaluations)
+        out = {"evaluations": max(0, self.max_evaluations - math.ceil(evaluations)),
                "minutes": max(0.0, self.minutes - elapsed_s / 60)}
         if self.max_tokens:
             out["tokens"] = max(0, self.max_tokens - tokens)
@@ -67,9 +71,26 @@ def new_usage() -> dict:
             "summaries": 0, "summary_failures": 0, "reviews": 0, "review_failures": 0}
 
 
+def new_experiment_stats() -> dict:
+    """Research turns (issue 18): tool calls (answered, malformed, over a budget, failed
+    runs), simulations, simulated requests, seconds, tokens, and `evaluations`: the work
+    charged to the evaluation budget (requests / the requests of one evaluation)."""
+    return {"turns": 0, "calls": 0, "answered": 0, "malformed": 0, "over_budget": 0,
+            "failed": 0, "simulations": 0, "requests": 0, "seconds": 0.0, "tokens": 0,
+            "evaluations": 0.0}
+
+
+def experiment_evaluations(store: Store) -> float:
+    """Evaluations' worth of work the research turns' experiments have used so far."""
+    stats = store.get_meta(EXPERIMENTS_KEY) or {}
+    return float(stats.get("evaluations", 0.0) or 0.0)
+
+
 def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float) -> dict:
     evaluations = int(store.get_meta(EVALUATIONS_KEY, 0))
-    trials = int(store.get_meta("trials", 0))
+    trials = int(store.get_meta(TRIALS_KEY, 0))
+    experiments = store.get_meta(EXPERIMENTS_KEY)
+    charged = float(experiments.get("evaluations", 0.0)) if experiments else 0.0
     best = islands.best()
     per_island = []
     for i in range(islands.num_islands):
@@ -88,7 +109,7 @@ def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float)
                  "island": best.island} if best else None,
         "islands": per_island,
         "elapsed_s": round(elapsed_s, 1),
-        "budget_left": budget.left(evaluations + trials, elapsed_s, tokens, cost),
+        "budget_left": budget.left(evaluations + trials + charged, elapsed_s, tokens, cost),
         "rate_per_min": round(evaluations / (elapsed_s / 60), 2) if elapsed_s > 1 else 0.0,
         "statuses": {s: store.count(s) for s in STATUSES[1:] + STATUSES[:1]},   # pending last
     }
@@ -100,4 +121,9 @@ def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float)
         out["llm"]["by_role"] = usage.get("by_role", {})
         sup = store.get_meta(SUPERVISOR_KEY)
         out["llm"]["supervisor_review"] = sup.get("review", 0) if sup else 0
+    if experiments:
+        out["experiments"] = {**new_experiment_stats(), **experiments}
+    insights = store.get_meta(INSIGHTS_KEY)
+    if insights:
+        out["insights"] = len(insights)
     return out

@@ -313,6 +313,8 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
           + (f" and {trials} tuning trials" if trials else "") + f" in {status['elapsed_s']:.0f} s.")
     if "llm" in status:
         print(llm_line(status["llm"]))
+    if status.get("experiments"):
+        print(experiments_line(status["experiments"], status.get("insights", 0)))
     if status.get("tuning"):
         print(tuning_line(status["tuning"]))
     choice = choose_on_validation(cfg, run_dir, engine) if best and not engine.fatal else None
@@ -478,6 +480,15 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
     return 0
 
 
+def experiments_line(x: dict, insights: int = 0) -> str:
+    """Research turns (issue 18) in one line of `glia-evo status`."""
+    return (f"experiments: {x['turns']} research turns, {x['calls']} tool calls ({x['answered']} "
+            f"answered, {x['malformed']} malformed, {x['over_budget']} over a budget), "
+            f"{x['simulations']} simulations of {x['requests']} requests = "
+            f"{x['evaluations']:.2f} evaluations charged to the budget"
+            + (f"; {insights} Supervisor insights" if insights else ""))
+
+
 def print_verdict(report: dict, train_split: str) -> None:
     """The held-out verdict: the best's train and held-out fitness beside the best shipped
     baseline's and the reference's, and a plain warning when the search did not beat them."""
@@ -581,6 +592,8 @@ def print_status(info: dict) -> None:
           f"{minutes}{extra}")
     if "llm" in info:
         print(llm_line(info["llm"]))
+    if info.get("experiments"):
+        print(experiments_line(info["experiments"], info.get("insights", 0)))
     if info.get("tuning"):
         print(tuning_line(info["tuning"]))
     if best:

@@ -420,6 +420,9 @@ class TrackerProcess:
         files = {"program.py": cand["source"], "reasoning.md": cand.get("reasoning") or "",
                  "rationale.md": cand.get("rationale") or "", "diff.patch": diff,
                  "report.json": json.dumps(report, indent=2, default=str)}
+        research = _experiments_text(self.run_dir, cand)
+        if research:                # a child of a research turn: its experiments (issue 18)
+            files["experiments.md"] = research
         local = _local_artifact_dir(info.artifact_uri)
         if local is not None:       # a local store: the files go where MLflow would put them,
             local.mkdir(parents=True, exist_ok=True)       # without its repository lookups
@@ -482,6 +485,24 @@ class TrackerProcess:
         client.log_text(parent, lineage_json(item["candidates"]), "lineage.json")
         client.log_text(parent, lineage_html(item["candidates"]), "lineage.html")
         client.set_terminated(parent, item.get("status", "FINISHED"))
+
+
+def _experiments_text(run_dir: Path, cand: dict) -> str | None:
+    """A research turn's child's experiments.md: the file the engine wrote
+    (<run>/experiments/<id>.md), else rebuilt from the records in the child's extra; None for
+    any other candidate. (Every string in it was cleaned when it was recorded.)"""
+    extra = cand.get("extra") or {}
+    if not (extra.get("experiments") or extra.get("conclusion")):
+        return None
+    cid = str(cand.get("id", ""))
+    if cid.isalnum():
+        try:
+            return (run_dir / "experiments" / f"{cid}.md").read_text(encoding="utf-8")
+        except OSError:
+            pass
+    from .research import experiments_markdown
+    return experiments_markdown(extra.get("experiments") or [], extra.get("conclusion") or "",
+                                extra.get("hypothesis") or "", child=cid)
 
 
 def _local_artifact_dir(uri: str | None) -> Path | None:

@@ -196,3 +196,32 @@ def research_factory(plan=DEFAULT_PLAN, text_protocol: bool | None = None):
 def install_research(server, plan=DEFAULT_PLAN, text_protocol: bool | None = None) -> None:
     install_defaults(server)
     server.default("researcher", research_factory(plan, text_protocol))
+
+
+def research_supervisor_factory():
+    """A Supervisor that reads the research turns' conclusions (the prompt's "Conclusions of
+    research turns, across islands" section) and ends its notes with INSIGHTS."""
+    count = {"n": 0}
+
+    def supervisor(record: dict):
+        count["n"] += 1
+        text = record["messages"][-1]["content"]
+        section = text.split("## Conclusions of research turns", 1)
+        seen = re.findall(r"^- island (\d+): (c\d+)", section[1], re.M) if len(section) > 1 \
+            else []
+        ids = ", ".join(c for _, c in seen) or "none"
+        islands = len({i for i, _ in seen})
+        return Reply(f"SUPERVISOR-NOTES-{count['n']}: read {len(seen)} research conclusions on "
+                     f"{islands} islands ({ids}). The queueing conclusion is supported by the "
+                     f"request logs; a single window is weak evidence.\n\nINSIGHTS:\n"
+                     f"- INSIGHT-{count['n']}-A the slowest requests are long decodes on a "
+                     f"replica that keeps evicting\n"
+                     f"- INSIGHT-{count['n']}-B arrivals come in bursts, so queues build "
+                     f"quickly\n")
+    return supervisor
+
+
+def install_research_run(server, plan=DEFAULT_PLAN) -> None:
+    """`install_research` with the research Supervisor (for a whole run)."""
+    install_research(server, plan)
+    server.default("supervisor", research_supervisor_factory())

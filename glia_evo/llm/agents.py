@@ -164,6 +164,9 @@ class ResearchSnapshot:
     model: str
     summaries: dict = field(default_factory=dict)   # candidate id -> Future[str | None]
     known: dict = field(default_factory=dict)       # code hash -> id of the stored programs
+    # a research turn's budget of simulated requests (None: the tools' experiment_requests; the
+    # engine lowers it to what is left of the run's budget of evaluation work)
+    experiment_requests: int | None = None
 
 
 @dataclass
@@ -308,6 +311,10 @@ class Researcher:
 
 
     # ------------------------------------------------------------------------- research turn
+    def _turn_requests(self, snap: ResearchSnapshot) -> int:
+        cap = snap.experiment_requests
+        return self.tools.max_requests if cap is None else cap
+
     def research_messages(self, snap: ResearchSnapshot) -> list[dict]:
         msgs = self.messages(snap)
         t = self.tools
@@ -315,7 +322,7 @@ class Researcher:
             "researcher_experiments", experiments=self.experiments, parent_id=snap.parent.id,
             scenarios=", ".join(t.scenario_names()), overrides=t.overrides_text(),
             example_scenario=t.scenario_names()[0],
-            requests=t.max_requests or "no limit")
+            requests=self._turn_requests(snap) or "no limit")
         msgs[-1] = {"role": "user", "content": msgs[-1]["content"] + "\n\n" + extra}
         return msgs
 
@@ -330,7 +337,8 @@ class Researcher:
         out = ResearchOutcome(status="ok", model=snap.model)
         try:
             msgs = self.research_messages(snap)
-            session = self.tools.session(snap.parent, calls=self.experiments)
+            session = self.tools.session(snap.parent, calls=self.experiments,
+                                         max_requests=self._turn_requests(snap))
         except Exception as exc:   # noqa: BLE001 - a broken template must not kill the run
             out.status, out.message = "error", f"cannot build the prompt: {exc!r}"
             return out
@@ -553,6 +561,31 @@ class SupervisorSnapshot:
     recent: list
     previous: str
     model: str
+    # children of research turns with a conclusion, the latest few of every island
+    conclusions: list = field(default_factory=list)
+
+
+def conclusions_text(cands: list) -> str:
+    """The research turns' conclusions, island by island, each with what its child then did
+    (its fitness against its parent's), so the Supervisor can tell supported ones from weak
+    ones."""
+    lines = []
+    for c in sorted(cands, key=lambda c: (c.island, c.id)):
+        extra = c.extra or {}
+        exps = extra.get("experiments") if isinstance(extra.get("experiments"), list) else []
+        tools = ", ".join(dict.fromkeys(clean(e.get("tool"), 20) for e in exps
+                                        if isinstance(e, dict) and e.get("ok")))
+        answered = sum(1 for e in exps if isinstance(e, dict) and e.get("ok"))
+        lines.append(
+            f"- island {c.island}: {c.id} (parent {c.parents[0] if c.parents else '-'}, "
+            f"fitness {fitness_fact(c)} vs the parent's {_fitness(extra.get('parent_fitness'))}"
+            f"; {answered} experiment{'s' if answered != 1 else ''}"
+            f"{': ' + tools if tools else ''}): "
+            f"{clean(' '.join(str(extra.get('conclusion')).split()), 600)}")
+    if not lines:
+        return ""        # no research turn: the prompt is the plain one
+    return ("\n## Conclusions of research turns, across islands (each with its child's "
+            "fitness)\n" + "\n".join(lines) + "\n")
 
 
 class Supervisor:
@@ -579,6 +612,7 @@ class Supervisor:
         user = self.prompts.render(
             "supervisor", review=snap.review, evaluations=snap.evaluations, leaderboard=board,
             islands=islands, recent=recent, previous=snap.previous.strip() or NOTES_NONE,
+            conclusions=conclusions_text(snap.conclusions),
             best_id=best.id if best else "-",
             best_source=best.source.rstrip() if best else "")
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]

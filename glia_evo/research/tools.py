@@ -193,8 +193,13 @@ class ResearchTools:
         parts.append("window ([start_s, end_s] of the trace)")
         return ", ".join(parts)
 
-    def session(self, parent=None, *, calls: int | None = None) -> "ResearchSession":
-        return ResearchSession(self, parent, self.calls if calls is None else calls)
+    def session(self, parent=None, *, calls: int | None = None,
+                max_requests: int | None = None) -> "ResearchSession":
+        """A research turn's session: `calls` tool calls (default: the tools'), `max_requests`
+        simulated requests (default: the tools'; the engine lowers it to what is left of the
+        run's budget of evaluation work)."""
+        return ResearchSession(self, parent, self.calls if calls is None else calls,
+                               self.max_requests if max_requests is None else max_requests)
 
     # --- resolving arguments --------------------------------------------------------------------
     def instance(self, scenario, overrides: dict) -> tuple[Instance, tuple | None, dict]:
@@ -276,10 +281,12 @@ class ResearchTools:
 class ResearchSession:
     """One research turn's tools, budget and records (used by one thread)."""
 
-    def __init__(self, tools: ResearchTools, parent, calls: int):
+    def __init__(self, tools: ResearchTools, parent, calls: int,
+                 max_requests: int | None = None):
         self.tools = tools
         self.parent = parent
         self.max_calls = calls
+        self.max_requests = tools.max_requests if max_requests is None else max_requests
         self.calls = 0
         self.errors = 0               # malformed or refused calls
         self.requests = 0             # simulated requests
@@ -299,9 +306,9 @@ class ResearchSession:
         t = self.tools
         if self.calls >= self.max_calls:
             return f"the {self.max_calls} experiment calls of this proposal are used"
-        if t.max_requests and self.requests >= t.max_requests:
-            return (f"the budget of {t.max_requests} simulated requests of this proposal is "
-                    f"used ({self.requests})")
+        if self.max_requests and self.requests >= self.max_requests:
+            return (f"the budget of {self.max_requests} simulated requests of this proposal "
+                    f"is used ({self.requests})")
         if t.max_tokens and self.tokens >= t.max_tokens:
             return (f"the budget of {t.max_tokens} tokens of this research turn is used "
                     f"({self.tokens})")
@@ -431,16 +438,17 @@ class ResearchSession:
 
     def _reserve(self, inst: Instance, window, runs: int) -> None:
         t = self.tools
-        if not t.max_requests:
+        budget = self.max_requests
+        if not budget:
             return
         est = t.estimate(inst, window)
         if est is None and self.parent is not None and not window:
             m = (self.parent.metrics or {}).get(inst.name) or {}
             est = int(m["completed"]) if _finite(m.get("completed")) else None
-        if est is not None and self.requests + runs * est > t.max_requests:
+        if est is not None and self.requests + runs * est > budget:
             raise ToolError(f"budget exhausted: this needs about {runs * est} simulated "
-                            f"requests but only {t.max_requests - self.requests} of this "
-                            f"proposal's {t.max_requests} are left; use a window of the trace "
+                            f"requests but only {max(0, budget - self.requests)} of this "
+                            f"proposal's {budget} are left; use a window of the trace "
                             f"or answer now", "budget")
 
     def _run(self, label: str, source: str, inst: Instance, window, used: dict, future) -> dict:
