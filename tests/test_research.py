@@ -330,38 +330,33 @@ def test_the_supervisor_reads_conclusions_and_writes_insights():
     assert split_insights(notes) == ["long prompts wait", "\\x1b[2Jbursts"]
 
 
-def test_a_whole_run_with_research_turns(pool, tmp_path, monkeypatch):
-    """A real search (glia_evo.api.search, the engine unchanged) whose Researcher makes research
-    turns: every tool is called through function calling, a malformed call is answered with an
-    error, and the run goes on to its budget with the experiment calls' tokens counted."""
-    import glia_evo.llm as llm
+def test_a_whole_run_with_research_turns(tmp_path):
+    """A real search (glia_evo.api.search) with `[llm] experiments = 4`: the Crew builds the
+    tools, every tool is called through function calling, a malformed call is answered with an
+    error, and the run goes on to its budget, the experiments' work charged to it (the whole
+    wiring is tests/test_research_run.py)."""
     from glia_evo import api
     from llm_scripts import DEFAULT_PLAN
 
-    base = llm.Researcher
-
-    class WithTools(base):
-        def __init__(self, client, problem, prompts, summary_wait_s=600.0, **kw):
-            super().__init__(client, problem, prompts, summary_wait_s,
-                             tools=ResearchTools(pool, problem, instances=QUICK, calls=4),
-                             experiments=4)
-    monkeypatch.setattr(llm, "Researcher", WithTools)
     plan = ([("simulate", '{"program": "parent", ')],) + DEFAULT_PLAN
     with ScriptedServer() as server:
         install_research(server, plan)
         run = api.search({
             "name": "research", "seed": 0, "out": str(tmp_path / "run"),
             "search": {"islands": 1, "island_capacity": 4, "seeds": ["llq"]},
-            "budget": {"minutes": 5.0, "max_evaluations": 3},
+            "budget": {"minutes": 5.0, "max_evaluations": 5},
             "evaluation": {"workers": 1, "split": "quick", "cascade": False, "timeout_s": 120.0},
             "tuning": {"enabled": False}, "report": {"at_end": False},
             "tracking": {"enabled": False},
             "llm": {"mode": "openai", "base_url": server.url, "models": {"m": 1.0},
-                    "timeout_s": 30.0, "max_retries": 0, "supervisor_interval": 0}},
+                    "timeout_s": 30.0, "max_retries": 0, "supervisor_interval": 0,
+                    "experiments": 4}},
             report=False)
         reqs = server.by_role("researcher")
     status = run.status()
-    assert status["evaluations"] == 3 and status["llm"]["children"] >= 2
+    assert status["llm"]["children"] >= 1 and status["experiments"]["turns"] >= 1
+    assert status["evaluations"] < 5 <= status["evaluations"] + status["experiments"][
+        "evaluations"]
     assert status["llm"]["by_role"]["researcher"]["calls"] == len(reqs)
     last = max(reqs, key=lambda r: r["tool_results"])["messages"]
     names = [c["function"]["name"] for m in last if m.get("tool_calls") for c in m["tool_calls"]]
