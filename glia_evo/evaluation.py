@@ -82,11 +82,6 @@ def policy_seed(seed: int, instance: Instance) -> int:
     return seed * 1_000_003 + instance.seed
 
 
-# the simulator's keyword arguments for each entry point: (policy, its knobs)
-_SIM_ARGS = {"route": ("route", "knobs"), "schedule": ("schedule", "schedule_knobs"),
-             "scale": ("scale", "scale_knobs")}
-
-
 def run_instance(source: str, problem: Problem, instance: Instance, knobs: dict | None,
                  seed: int, fast: bool = True, deadline: float | None = None):
     """Compile and simulate one instance; returns the SimResult (exceptions propagate).
@@ -168,17 +163,14 @@ def simulate_policies(problem: Problem, instance: Instance, entrypoints: dict, k
                       fast: bool = True, seed: int = 0):
     """Simulate `instance` with the candidate's entry points (and their knob values) plus the
     problem's fixed policies; returns the SimResult with the problem's derived metrics."""
-    kwargs = {}
+    policies = {}                   # the simulator's hooks (sim.hooks): entry -> (fn, knobs)
     for entry, fixed_problem, name in problem.fixed:
         fns, fixed_knobs = load_trusted(fixed_problem, name, seed)
-        policy_arg, knobs_arg = _SIM_ARGS[entry]
-        kwargs[policy_arg], kwargs[knobs_arg] = fns[entry], fixed_knobs
+        policies[entry] = (fns[entry], fixed_knobs)
     for entry in problem.entrypoints:
-        policy_arg, knobs_arg = _SIM_ARGS[entry]
-        kwargs[policy_arg], kwargs[knobs_arg] = entrypoints[entry], knobs
+        policies[entry] = (entrypoints[entry], knobs)
     spec = instance.cluster()
-    route = kwargs.pop("route")
-    result = simulate(instance.workload(), spec, route, fast=fast, **kwargs)
+    result = simulate(instance.workload(), spec, policies=policies, fast=fast)
     if problem.derive is not None:
         result.metrics.update(problem.derive(result.metrics, spec))
     return result

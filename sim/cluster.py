@@ -27,7 +27,8 @@ import simpy
 
 from .metrics import SimResult, summarize
 from .profiles import PS_PER_S, get_profile
-from .replica import PolicyError, PolicyInvalid, Replica, Req
+from .hooks import Hook, Route, Scale, Schedule, hooks_of
+from .replica import PolicyInvalid, Replica, Req
 from .views import ClusterView, ReplicaView, RequestView
 from .workload import RequestSpec
 
@@ -113,10 +114,15 @@ class ClusterSpec:
 
 
 class Cluster:
-    def __init__(self, env: simpy.Environment, spec: ClusterSpec, route: RouteFn,
-                 knobs: dict | None = None, schedule: ScheduleFn | None = None,
-                 schedule_knobs: dict | None = None, fast: bool = True,
-                 scale: ScaleFn | None = None, scale_knobs: dict | None = None):
+    def __init__(self, env: simpy.Environment, spec: ClusterSpec, hooks: dict[str, Hook],
+                 fast: bool = True):
+        """`hooks`: the policies asked (`sim.hooks`): a Route always, Schedule and Scale
+        optional."""
+        if "route" not in hooks:
+            raise ValueError("a cluster needs a route policy")
+        route: Route = hooks["route"]
+        schedule: Schedule | None = hooks.get("schedule")
+        scale: Scale | None = hooks.get("scale")
         if not spec.replicas:
             raise ValueError("a cluster needs at least one replica")
         if scale is not None:
@@ -129,10 +135,8 @@ class Cluster:
                                  f"{a.max_replicas}]")
         self.env = env
         self.spec = spec
-        self.route = route
-        self.knobs = dict(knobs or {})
-        self.scheduler = schedule
-        self.schedule_knobs = dict(schedule_knobs or {})
+        self.router = route
+        self.scheduler = schedule            # None: FCFS admissions (see Replica)
         self.fast = fast
         # every replica ever started, indexed by id (ids are never reused)
         self.replicas = [Replica(i, r.gpu_profile(), env, self, chunk_size=r.chunk_size,
@@ -140,7 +144,6 @@ class Cluster:
                          for i, r in enumerate(spec.replicas)]
         self.num_ready = len(self.replicas)
         self.scaler = scale
-        self.scale_knobs = dict(scale_knobs or {})
         self.autoscale = spec.autoscale if scale is not None else None
         # the replicas that are not stopped (what policies see); without an autoscaler nothing
         # ever stops, and this is the very same list
@@ -220,54 +223,13 @@ class Cluster:
         self.router_calls += 1
         queue_views = [r.queue_view for r in self.queue]
         replica_views = [ReplicaView(r, now) for r in self.visible]
-        try:
-            answer = self.route(queue_views, replica_views, now / PS_PER_S, self.knobs)
-        except Exception as exc:  # the policy's own error, reported with its traceback
-            raise PolicyError("route", exc) from exc
-        if _is_seq(answer) and not answer:
+        answer = self.router.ask(queue_views, replica_views, now / PS_PER_S)
+        if (type(answer) is list or type(answer) is tuple) and not answer:
             return
-        self._dispatch(answer)
-
-    def _dispatch(self, answer) -> None:
-        # Only the exact built-in types: a subclass's methods (comparisons, hashing, iteration)
-        # would run here, in the simulator's own code, with answers of its choosing.
-        if not _is_seq(answer):
-            hint = " (a missing return statement?)" if answer is None else ""
-            raise PolicyInvalid(f"route must return a list of (request_id, replica_id) pairs "
-                                f"(an empty list holds every request), got "
-                                f"{_type_name(answer)}{hint}")
-        waiting = {r.id: r for r in self.queue}
-        chosen: list[tuple[Req, Replica]] = []
-        taken: set[int] = set()
-        n = len(self.replicas)
-        for item in answer:
-            if not _is_seq(item) or len(item) != 2:
-                raise PolicyInvalid(f"route must return (request_id, replica_id) pairs, got an "
-                                    f"item {_short(item)}")
-            rid, rep = item
-            if not _is_int(rid):
-                raise PolicyInvalid(f"route must return (request_id, replica_id) pairs of ints, "
-                                    f"got a request id {_short(rid)}")
-            req = waiting.get(rid)
-            if req is None:
-                why = "twice in one answer" if rid in taken else "which is not in the queue"
-                raise PolicyInvalid(f"route dispatched request id {_short(rid)} {why}")
-            if not _is_int(rep) or not 0 <= rep < n:
-                raise PolicyInvalid(f"route sent request {rid} to unknown replica id {_short(rep)} "
-                                    f"(replica ids are 0..{n - 1})")
-            replica = self.replicas[rep]
-            if replica.state != "ready":
-                raise PolicyInvalid(f"route sent request {rid} to replica {rep}, which is "
-                                    f"{replica.state}")
-            if -(-(req.prompt + req.output) // replica.profile.block_size) > replica.max_blocks():
-                raise PolicyInvalid(f"route sent request {rid} ({req.prompt + req.output} tokens) "
-                                    f"to replica {rep}, whose KV cache can never hold it")
-            del waiting[rid]
-            taken.add(rid)
-            chosen.append((req, replica))
+        chosen = self.router.check(answer, self.queue, self.replicas)
         if not chosen:
             return
-        now = self.env.now
+        taken = {req.id for req, _ in chosen}
         self.queue = [r for r in self.queue if r.id not in taken]
         for req, replica in chosen:
             req.dispatched = now
@@ -278,38 +240,11 @@ class Cluster:
         if self.scheduler is None:
             return list(replica.pending)
         now = self.env.now
-        pending_views = replica.views(replica.pending, now, False)
-        active_views = replica.views(replica.active, now, True)
-        try:
-            answer = self.scheduler(pending_views, active_views, ReplicaView(replica, now),
-                                    now / PS_PER_S, self.schedule_knobs)
-        except Exception as exc:
-            raise PolicyError("schedule", exc) from exc
-        if not _is_seq(answer):
-            hint = " (a missing return statement?)" if answer is None else ""
-            raise PolicyInvalid(f"schedule must return a list of request ids (an empty list "
-                                f"admits nothing), got {_type_name(answer)}{hint}")
-        by_id = {r.id: r for r in replica.pending}
-        try:
-            # the common, valid case in C: distinct ints, all pending here
-            if (set(map(type, answer)) <= {int} and len(set(answer)) == len(answer)
-                    and by_id.keys() >= set(answer)):
-                return [by_id[rid] for rid in answer]
-        except TypeError:       # unhashable items: explained below
-            pass
-        seen = set()
-        for rid in answer:
-            if not _is_int(rid):
-                hint = (" (return req.id, not the request)" if isinstance(rid, RequestView)
-                        else "")
-                raise PolicyInvalid(f"schedule must return request ids (ints), got an item "
-                                    f"{_short(rid)}{hint}")
-            if rid not in by_id or rid in seen:
-                why = ("twice in one answer" if rid in seen
-                       else f"which is not pending on replica {replica.id}")
-                raise PolicyInvalid(f"schedule returned request id {rid} {why}")
-            seen.add(rid)
-        raise AssertionError("unreachable")     # pragma: no cover
+        answer = self.scheduler.ask(replica.views(replica.pending, now, False),
+                                    replica.views(replica.active, now, True),
+                                    ReplicaView(replica, now), now / PS_PER_S)
+        return self.scheduler.check(answer, replica.pending, replica.id)
+
 
     # --- the autoscaler ------------------------------------------------------------------------
     def autoscaler(self):
@@ -322,31 +257,13 @@ class Cluster:
         now = self.env.now
         self.scale_calls += 1
         view = self.cluster_view(now)
-        try:
-            answer = self.scaler(view, now / PS_PER_S, self.scale_knobs)
-        except Exception as exc:
-            raise PolicyError("scale", exc) from exc
-        desired = self._check_scale(answer)
+        answer = self.scaler.ask(view, now / PS_PER_S)
+        desired = self.scaler.check(answer, self.autoscale.min_replicas,
+                                    self.autoscale.max_replicas)
         before = view.num_replicas
         self._resize(desired)
         if desired != before:
             self.scale_events.append({"t_s": now / PS_PER_S, "from": before, "to": desired})
-
-    def _check_scale(self, answer) -> int:
-        a = self.autoscale
-        bounds = f"[min_replicas, max_replicas] = [{a.min_replicas}, {a.max_replicas}]"
-        if type(answer) is float and answer.is_integer():
-            raise PolicyInvalid(f"scale must return an int number of replicas, got the float "
-                                f"{answer!r} (convert it, e.g. int(x) or math.ceil(x))")
-        if not _is_int(answer):
-            hint = " (a missing return statement?)" if answer is None else ""
-            shown = (f"{type(answer).__name__} {_short(answer)}" if type(answer) in _PLAIN
-                     else _type_name(answer))
-            raise PolicyInvalid(f"scale must return an int number of replicas in {bounds}, got "
-                                f"{shown}{hint}")
-        if not a.min_replicas <= answer <= a.max_replicas:
-            raise PolicyInvalid(f"scale asked for {answer} replica(s), outside {bounds}")
-        return answer
 
     def _resize(self, desired: int) -> None:
         """Start or remove replicas so that starting + ready == desired.
@@ -477,41 +394,6 @@ def _pct(ordered: list, q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _is_int(x) -> bool:
-    """Exactly int: not bool, and no subclass (whose comparisons could lie to the checks)."""
-    return type(x) is int
-
-
-def _is_seq(x) -> bool:
-    """Exactly a list or a tuple, no subclass (whose iteration or length could lie)."""
-    return type(x) is list or type(x) is tuple
-
-
-_PLAIN = (int, float, bool, str, type(None))
-
-
-def _type_name(x) -> str:
-    """The type of a policy's answer; a subclass of a built-in type is named as such."""
-    t = type(x)
-    if t in _PLAIN or t in (list, tuple, dict, set):
-        return t.__name__
-    for base in (bool, int, float, str, list, tuple, dict, set, frozenset):
-        if isinstance(x, base):
-            return f"{t.__name__} (a subclass of {base.__name__})"
-    return t.__name__
-
-
-def _short(x) -> str:
-    """A policy's value for an error message: repr() of plain data only (never a call into the
-    policy's own objects), at most 60 characters."""
-    t = type(x)
-    if t in _PLAIN or (t in (list, tuple) and len(x) <= 8 and all(type(v) in _PLAIN for v in x)):
-        text = repr(x)
-    else:
-        text = f"of type {_type_name(x)}"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def validate_workload(workload: Sequence[RequestSpec], spec: ClusterSpec) -> None:
     """Every request must fit, alone, in the KV cache of every replica, or it could never run."""
     kinds = list(spec.replicas)
@@ -526,26 +408,34 @@ def validate_workload(workload: Sequence[RequestSpec], spec: ClusterSpec) -> Non
                                  f"tokens of KV cache but a {prof.gpu} replica holds only {cap}")
 
 
-def simulate(workload: Sequence[RequestSpec], spec: ClusterSpec, route: RouteFn,
+def simulate(workload: Sequence[RequestSpec], spec: ClusterSpec, route: RouteFn | None = None,
              knobs: dict | None = None, *, schedule: ScheduleFn | None = None,
              schedule_knobs: dict | None = None, scale: ScaleFn | None = None,
-             scale_knobs: dict | None = None, fast: bool = True,
+             scale_knobs: dict | None = None, policies: dict | None = None, fast: bool = True,
              samples: int = 200) -> SimResult:
     """Run `workload` on a cluster to completion and return its metrics and diagnostics.
 
-    `schedule` orders admissions inside replicas; `scale` (with `spec.autoscale`) resizes the
-    cluster. Raises PolicyError when a policy raises and PolicyInvalid when it answers something
-    invalid. `fast=False` is the step-by-step reference mode (same results, slower).
+    The policies: `policies={"route": (fn, knobs), "schedule": ..., "scale": ...}` (values may
+    also be `sim.hooks` objects or bare functions), or the keyword pairs `route`/`knobs`,
+    `schedule`/`schedule_knobs`, `scale`/`scale_knobs`. `schedule` orders admissions inside
+    replicas; `scale` (with `spec.autoscale`) resizes the cluster. Raises PolicyError when a
+    policy raises and PolicyInvalid when it answers something invalid. `fast=False` is the
+    step-by-step reference mode (same results, slower).
     """
+    given = {k: (fn, kn) for k, fn, kn in (("route", route, knobs),
+                                            ("schedule", schedule, schedule_knobs),
+                                            ("scale", scale, scale_knobs)) if fn is not None}
+    if policies and given.keys() & policies.keys():
+        raise ValueError(f"{', '.join(given.keys() & policies.keys())} given twice")
+    hooks = hooks_of({**given, **(policies or {})})
     workload = sorted(workload, key=lambda r: r.arrival_s)
     if not workload:
         raise ValueError("empty workload")
     validate_workload(workload, spec)
     env = simpy.Environment()
-    cluster = Cluster(env, spec, route, knobs, schedule, schedule_knobs, fast=fast, scale=scale,
-                      scale_knobs=scale_knobs)
+    cluster = Cluster(env, spec, hooks, fast=fast)
     cluster.total = len(workload)
-    if scale is not None:
+    if cluster.scaler is not None:
         env.process(cluster.autoscaler())     # first, so its call at t = 0 precedes traffic
     env.process(cluster.arrivals(workload))
     span_ps = max(1, round(workload[-1].arrival_s * PS_PER_S))

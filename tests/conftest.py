@@ -6,6 +6,7 @@ import pytest
 
 from sim import profiles as sim_profiles
 from sim.cluster import Cluster
+from sim.hooks import hooks_of
 from sim.policies import load_trusted
 from sim.profiles import GpuProfile
 
@@ -46,7 +47,7 @@ def bare_cluster():
     """
     def make(workload, spec, route, knobs=None, fast=False):
         env = simpy.Environment()
-        cluster = Cluster(env, spec, route, knobs, fast=fast)
+        cluster = Cluster(env, spec, hooks_of({"route": (route, knobs)}), fast=fast)
         cluster.total = len(workload)
         env.process(cluster.arrivals(sorted(workload, key=lambda r: r.arrival_s)))
         return env, cluster

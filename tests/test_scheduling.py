@@ -122,9 +122,10 @@ def test_a_scheduler_cannot_break_memory_token_or_batch_limits(policy, monkeypat
           "reverse_checked": _everything_twice_checked}[policy]
     reqs = tiny_mixed(n=100, max_tokens=1500)
     from sim.cluster import Cluster
+    from sim.hooks import hooks_of
     import simpy
     env = simpy.Environment()
-    cluster = Cluster(env, spec, llq(), schedule=fn, fast=False)
+    cluster = Cluster(env, spec, hooks_of({"route": llq(), "schedule": fn}), fast=False)
     cluster.total = len(reqs)
     env.process(cluster.arrivals(reqs))
     checked = 0
