@@ -101,7 +101,7 @@ class Proposals:
         if proposal is None:
             return None
         parents = [parent.id] + [c.id for c in inspirations
-                                 if proposal.operator == "crossover"][:1]
+                                 if proposal.operator in ("crossover", "rule_crossover")][:1]
         return self.children.add(proposal, island=island, parent=parent, parents=parents,
                                  extra=extra)
 

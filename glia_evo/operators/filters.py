@@ -117,9 +117,72 @@ def NAME(want, cluster, now, knobs):
     return f"add a replica while recent SLO attainment is below the target + {knob} = {value:g}"
 
 
+def predictive(tree, rng, other=None) -> str:
+    """Predictive scaling: forecast the arrival rate one cold start ahead from its recent trend
+    (a linear fit over the last few calls) and run enough replicas for the forecast at a
+    per-replica rate; never below what the program asks unless the forecast is well below."""
+    per = add_knob(tree, "p_rate", rng.choice([1.5, 2.5, 4.0]), 0.3, 20.0)
+    ahead = add_knob(tree, "p_ahead", rng.choice([0.5, 1.0, 2.0]), 0.0, 4.0)
+    mode = add_knob(tree, "p_trust", rng.choice([0.0, 0.5, 1.0]), 0.0, 1.0)
+    _scale_filter(tree, "predictive", f"""
+NAME_STATE = {{'rates': [], 'times': []}}
+def NAME(want, cluster, now, knobs):
+    st = NAME_STATE
+    st['rates'].append(cluster.arrival_rate)
+    st['times'].append(now)
+    if len(st['rates']) > 6:
+        st['rates'].pop(0)
+        st['times'].pop(0)
+    n = len(st['rates'])
+    slope = 0.0
+    if n >= 3:
+        mt = sum(st['times']) / n
+        mr = sum(st['rates']) / n
+        var = sum((t - mt) ** 2 for t in st['times'])
+        if var > 0:
+            slope = sum((t - mt) * (r - mr) for t, r in zip(st['times'], st['rates'])) / var
+    horizon = knobs[{ahead!r}] * (cluster.cold_start_s + cluster.interval_s)
+    forecast = max(0.0, cluster.arrival_rate + slope * horizon)
+    need = int(forecast / knobs[{per!r}] + 0.999)
+    need = max(cluster.min_replicas, min(cluster.max_replicas, need))
+    if need >= want:
+        return need
+    return max(need, int(round(want - knobs[{mode!r}] * (want - need))))
+""")
+    return (f"predictive scaling: replicas for the arrival rate forecast {ahead} cold starts "
+            f"ahead from its recent trend, at {per} requests/s per replica, trusted {mode} "
+            f"when it asks for fewer")
+
+
+def shrink_guard(tree, rng, other=None) -> str:
+    """SLO-aware hysteresis: shrink only after the SLO has held with a margin and memory use
+    stayed low for several calls in a row; grow at once."""
+    margin = add_knob(tree, "g_margin", rng.choice([0.0, 0.01, 0.03]), -0.05, 0.05)
+    calls = add_knob(tree, "g_calls", rng.choice([2, 3, 6]), 1, 30)
+    kv = add_knob(tree, "g_kv", rng.choice([0.5, 0.7, 0.9]), 0.1, 1.0)
+    _scale_filter(tree, "shrink_guard", f"""
+NAME_STATE = {{'calm': 0}}
+def NAME(want, cluster, now, knobs):
+    ok = (cluster.recent_completed == 0 or
+          cluster.recent_slo_attainment >= cluster.slo_target + knobs[{margin!r}])
+    if ok and cluster.max_kv_use < knobs[{kv!r}] and cluster.oldest_wait_s < cluster.slo_ttft_s:
+        NAME_STATE['calm'] = NAME_STATE['calm'] + 1
+    else:
+        NAME_STATE['calm'] = 0
+    if want < cluster.num_replicas and NAME_STATE['calm'] < knobs[{calls!r}]:
+        return cluster.num_replicas
+    return want
+""")
+    return (f"SLO-aware hysteresis: shrink only after {calls} calls in a row with SLO attainment "
+            f"above target + {margin}, max KV use below {kv} and no request waiting past the "
+            f"TTFT SLO")
+
+
 AUTOSCALING_OPERATORS = {"cooldown": cooldown, "wait_boost": wait_boost,
-                         "rate_floor": rate_floor, "slo_guard": slo_guard}
-AUTOSCALING_WEIGHTS = {"cooldown": 1, "wait_boost": 1, "rate_floor": 1, "slo_guard": 1}
+                         "rate_floor": rate_floor, "slo_guard": slo_guard,
+                         "predictive": predictive, "shrink_guard": shrink_guard}
+AUTOSCALING_WEIGHTS = {"cooldown": 1, "wait_boost": 1, "rate_floor": 1, "slo_guard": 1,
+                       "predictive": 2, "shrink_guard": 2}
 
 
 # --- scheduling: schedule(pending, active, replica, now, knobs) -----------------------------------
@@ -166,5 +229,32 @@ def NAME(ids, pending, active, replica, knobs):
             f"free for growing outputs")
 
 
-SCHEDULING_OPERATORS = {"reorder": reorder, "admit_margin": admit_margin}
-SCHEDULING_WEIGHTS = {"reorder": 2, "admit_margin": 2}
+def admit_projected(tree, rng, other=None) -> str:
+    """Admission by projected memory headroom: besides each admitted prompt, reserve blocks for
+    the outputs the running and the admitted requests will still grow (a number of tokens per
+    request), and keep a share of the blocks free."""
+    margin = add_knob(tree, "pmargin", rng.choice([0.0, 0.02, 0.05]), 0.0, 0.2)
+    grow = add_knob(tree, "pgrow", rng.choice([16.0, 64.0, 128.0]), 0.0, 1024.0)
+    add_filter(tree, "schedule", 5, "admit_projected", f"""
+def NAME(ids, pending, active, replica, knobs):
+    by_id = {{q.id: q for q in pending}}
+    bs = replica.block_size
+    room = (replica.free_blocks - knobs[{margin!r}] * replica.num_blocks
+            - len(active) * knobs[{grow!r}] / bs)
+    out = []
+    for rid in ids:
+        q = by_id.get(rid)
+        need = (q.prompt_tokens + q.generated_tokens + knobs[{grow!r}]) / bs if q else 0
+        if need > room and (out or active):
+            break
+        room = room - need
+        out.append(rid)
+    return out
+""", [0, 1, 2, 4])
+    return (f"admit only while the blocks left after the prompts and {grow} tokens of output "
+            f"growth per running and admitted request stay above a share {margin}")
+
+
+SCHEDULING_OPERATORS = {"reorder": reorder, "admit_margin": admit_margin,
+                        "admit_projected": admit_projected}
+SCHEDULING_WEIGHTS = {"reorder": 2, "admit_margin": 2, "admit_projected": 2}

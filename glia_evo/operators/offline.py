@@ -31,7 +31,7 @@ GROUP_OF = {a: g for g in ATTRIBUTE_GROUPS for a in g}
 COMPARE_SWAPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
 WEIGHTS = {"perturb_constant": 3, "promote_constant": 2, "swap_comparison": 1,
            "substitute_attribute": 2, "add_weighted_term": 2, "wrap_expression": 1,
-           "crossover": 2}
+           "crossover": 2, "rule_crossover": 2}
 
 
 def _numeric_attributes(tree: ast.Module, with_knobs: bool = False) -> list[ast.Attribute]:
@@ -193,10 +193,96 @@ def crossover(tree, rng, other) -> str:
     return f"crossover: took {how}"
 
 
+def _wrappers(tree: ast.Module) -> list[tuple[str, str, list]]:
+    """(entry, rule, extra argument positions) for every top-level function `rule` that a
+    top-level function `entry` passes a return value through: `return rule(X, a, b)` where a, b
+    are entry's parameters (the shape of the building blocks' filters)."""
+    tops = {f.name: f for f in functions(tree)}
+    found = []
+    for fn in tops.values():
+        params = [a.arg for a in fn.args.args]
+        for node in ast.walk(fn):
+            if not (isinstance(node, ast.Return) and isinstance(node.value, ast.Call)):
+                continue
+            call = node.value
+            if not (isinstance(call.func, ast.Name) and call.func.id in tops
+                    and call.func.id != fn.name and call.args and not call.keywords):
+                continue
+            rest = call.args[1:]
+            if all(isinstance(a, ast.Name) and a.id in params for a in rest):
+                found.append((fn.name, call.func.id, [params.index(a.id) for a in rest]))
+    return list(dict.fromkeys((e, r, tuple(p)) for e, r, p in found))
+
+
+def rule_crossover(tree, rng, other) -> str:
+    """Carry a whole decision rule between programs: a filter the other parent's entry point
+    passes its answers through (e.g. an admission or hysteresis block with its knobs, state and
+    helpers) is added to this program's same entry point, or replaces this program's version of
+    that rule."""
+    if other is None:
+        raise Mutation("no second parent")
+    mine = {f.name: f for f in functions(tree)}
+    theirs = {f.name: f for f in functions(other)}
+    options = [(e, r, p) for e, r, p in _wrappers(other) if e in mine
+               and (r not in mine or ast.dump(mine[r]) != ast.dump(theirs[r]))]
+    if not options:
+        raise Mutation("no rule to carry")
+    entry, rule, positions = rng.choice(options)
+    params = [a.arg for a in mine[entry].args.args]
+    if max(positions, default=-1) >= len(params):
+        raise Mutation("the entry points differ")
+    state = [n for n in other.body if isinstance(n, ast.Assign)
+             and any(isinstance(t, ast.Name) and t.id.startswith(rule) for t in n.targets)]
+    called = {n.func.id for n in ast.walk(theirs[rule])
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    helpers = [theirs[h] for h in sorted(called & set(theirs)) if h not in mine and h != rule]
+    new = [copy.deepcopy(n) for n in state + helpers + [theirs[rule]]]
+    if rule in mine:
+        at = tree.body.index(mine[rule])
+        tree.body[at:at + 1] = new[-1:]
+        for n in reversed(new[:-1]):
+            if not any(isinstance(m, ast.Assign) and ast.dump(m.targets) == ast.dump(n.targets)
+                       for m in tree.body):
+                tree.body.insert(at, n)
+        how = "replaced"
+    else:
+        at = tree.body.index(mine[entry])
+        tree.body[at:at] = new
+        wrapped = 0
+        for node in ast.walk(mine[entry]):
+            if isinstance(node, ast.Return) and node.value is not None:
+                node.value = ast.Call(ast.Name(rule, ast.Load()),
+                                      [node.value] + [ast.Name(params[i], ast.Load())
+                                                      for i in positions], [])
+                wrapped += 1
+        if not wrapped:
+            raise Mutation("the entry point returns nothing")
+        how = "added"
+    used = {n.slice.value for n in ast.walk(ast.Module(body=new, type_ignores=[]))
+            if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+            and n.value.id == "knobs" and isinstance(n.slice, ast.Constant)}
+    their_knobs = knobs_dict(other)
+    if their_knobs is not None and used:
+        knobs = ensure_knobs(tree)
+        for k, v in zip(their_knobs.keys, their_knobs.values):
+            if isinstance(k, ast.Constant) and k.value in used:
+                keys = [x.value for x in knobs.keys if isinstance(x, ast.Constant)]
+                if k.value in keys:
+                    knobs.values[keys.index(k.value)] = copy.deepcopy(v)
+                else:
+                    knobs.keys.append(copy.deepcopy(k))
+                    knobs.values.append(copy.deepcopy(v))
+    for n in other.body:
+        if isinstance(n, ast.Import):
+            for a in n.names:
+                ensure_import(tree, a.name)
+    return f"rule crossover: {how} the other parent's rule {rule}() in {entry}()"
+
+
 OPERATORS = {"perturb_constant": perturb_constant, "promote_constant": promote_constant,
              "swap_comparison": swap_comparison, "substitute_attribute": substitute_attribute,
              "add_weighted_term": add_weighted_term, "wrap_expression": wrap_expression,
-             "crossover": crossover}
+             "crossover": crossover, "rule_crossover": rule_crossover}
 
 
 def for_problem(problem) -> "OfflineMutator":
@@ -238,7 +324,7 @@ class OfflineMutator:
         names = list(self.weights)
         for _ in range(self.attempts):
             op = rng.choices(names, weights=[self.weights[n] for n in names])[0]
-            if op == "crossover" and not others:
+            if op in ("crossover", "rule_crossover") and not others:
                 continue
             tree = copy.deepcopy(base)
             try:
