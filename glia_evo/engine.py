@@ -146,7 +146,7 @@ class Engine:
                                            self.problem)
         with self.store.transaction():
             member = self.islands.insert(cand)
-            self.tuning.count_candidate(result.duration_s)
+            self.tuning.count_candidate(result, cand if member else None)
             self.store.set_meta(EVALUATIONS_KEY, self.evaluations + 1)
             self.store.set_meta(ELAPSED_KEY, self.elapsed())
         self.bus.emit("evaluation", cand, candidate=cand.id, island=cand.island,

@@ -1,6 +1,8 @@
-"""Tuning trials inside the search loop: they share the workers with candidates (at most every
-other slot, and within the share of worker time `TuningRuns` allows), go through the same
-cascade, and a finished study's tuned child joins its island like any evaluated candidate."""
+"""Tuning trials inside the search loop: they share the workers with candidates (never two in
+a row, and within the share of the work `TuningRuns` allows), go through the same cascade, and
+a finished study's tuned child joins its island like any evaluated candidate. Trials that were
+in flight at a kill run again first, each in its place among the pending candidates, so a
+resumed run processes results in the order an uninterrupted one would."""
 from __future__ import annotations
 
 import time
@@ -11,6 +13,7 @@ from . import analyst
 from .config import RunConfig
 from .evaluation import EvalResult
 from .evaluator import Evaluator
+from .jobs import EvalJob, evaluate_job
 from .tuning_runs import Trial, TuningRuns, trial_job
 
 
@@ -19,13 +22,22 @@ class Trials:
                  store: Store, islands: Islands, bus):
         self.cfg, self.problem, self.tuning, self.evaluator = cfg, problem, tuning, evaluator
         self.store, self.islands, self.bus = store, islands, bus
+        self.submitted = 0        # trials sent to a worker in this session
+        tuning.attach(problem, lambda: evaluator.completed, self.probe)
 
     def turn(self, stopping: bool) -> bool:
-        """A trial may start: a study wants one, at most every other slot, and trials have
-        taken no more than their share of the worker time (`TuningRuns.share`)."""
+        """A trial may start: one in flight at a kill is due (`TuningRuns.resume_due`), or a
+        study wants one, the newest evaluation in flight is not a trial (so at most every other
+        slot), and trials have taken no more than their share of the work
+        (`TuningRuns.share`). A function of the state and the queue, never of timing."""
         study = self.tuning.study
-        return (study is not None and study.wants_trial() and not stopping
-                and self.evaluator.submitted % 2 == 0 and self.tuning.within_share())
+        if study is None or stopping:
+            return False
+        if study.resume:
+            return self.tuning.resume_due(self.evaluator.submitted - self.submitted)
+        inflight = self.evaluator.inflight
+        return (study.wants_trial() and not (inflight and isinstance(inflight[-1][0], Trial))
+                and self.tuning.within_share())
 
     def cascade(self) -> tuple[str, dict]:
         """(the tuning split, the cascade fields of a trial's job)."""
@@ -37,15 +49,33 @@ class Trials:
 
     def submit(self) -> None:
         split, cascade = self.cascade()
+        after = next((item.id for item, _ in reversed(self.evaluator.inflight)
+                      if not isinstance(item, Trial)), "")
         trial, job, cached = self.tuning.next_job(self.problem.key, split,
                                                   self.evaluator.reference_items(),
-                                                  cascade=cascade)
+                                                  cascade=cascade, after=after)
         if cached is not None:       # the same knobs on the same code: told, never run again
             result = EvalResult(status=cached["status"], fitness=cached["fitness"] or 0.0,
                                 scenarios=cached["scenarios"], duration_s=cached["duration_s"])
             self._told(trial, result, reused=True)
             return
         self.evaluator.submit(trial, job)
+        self.submitted += 1
+
+    def probe(self, cand: Candidate, knob_sets: list[dict]) -> list[EvalResult]:
+        """The sensitivity probe's jobs: `cand` with each knob set on the cascade's first split
+        only, under its timeout (a stage-1 job with a bar nothing clears), in parallel on the
+        pool; their results in order (`rejected` with its quick-stage fitness when it ran)."""
+        e = self.cfg.evaluation
+        jobs = [EvalJob(source=cand.source, problem=self.problem.key, split=e.cascade_split,
+                        knobs=tuple(sorted(values.items())), cascade=True,
+                        cascade_split=e.cascade_split, threshold=1.0,
+                        bar_fitness=float("inf"), reference=self.evaluator.reference_items(),
+                        cascade_timeout_s=e.cascade_timeout_s)
+                for values in knob_sets]
+        futures = [self.evaluator.pool.submit(evaluate_job, job) for job in jobs]
+        return [self.evaluator.read(f.result(), e.cascade_split, e.cascade_split)
+                for f in futures]
 
     def process(self, trial: Trial, outcome) -> None:
         e = self.cfg.evaluation
@@ -70,10 +100,14 @@ class Trials:
                               studies=stats["studies"], improved=stats["improved"])
 
     def conclude_reopened(self) -> None:
-        """A study whose last trials were told (or lost) just before a kill: close it now."""
+        """A study whose last trials were told (or lost) just before a kill: close it now; a
+        candidate whose tuning check a kill cut short: check it now (where it would have been)."""
         study = self.tuning.study
         if study is not None and study.done():
             self._concluded(study, self.tuning.conclude(), None)
+        cand = self.tuning.pending_consideration()
+        if cand is not None and self.tuning.consider(cand) is not None:
+            self.bus.emit("tuning_start", candidate=cand.id, trials=self.cfg.tuning.trials)
 
     def _concluded(self, study, child: Candidate | None, result) -> None:
         """Store a finished study's tuned child (closing the study in the same transaction)."""

@@ -51,15 +51,16 @@ class Tuner:
 
     def __init__(self, study_name: str, knob_spec: dict, journal: Path, seed: int,
                  trials: int, known: dict | None = None, own_fitness: float | None = None,
-                 warm: list | None = None):
+                 warm: list | None = None, rerun_running: bool = False):
         self.knob_spec = knob_spec
         self.space = distributions(knob_spec)
         self.trials = trials
         self.stopped = False
+        self.seed = study_seed(seed, study_name)
         self.study = optuna.create_study(
             study_name=study_name, storage=storage(journal), direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=study_seed(seed, study_name)),
-            load_if_exists=True)
+            sampler=optuna.samplers.TPESampler(seed=self.seed), load_if_exists=True)
+        self.running: list[tuple[int, dict]] = []   # asked, never told, kept to run again
         if not self.study.trials:      # trial 0: the program as it is, the baseline to beat
             own = {k: knob_spec[k][0] for k in self.space}
             if own_fitness is not None and own_fitness > 0:
@@ -73,10 +74,12 @@ class Tuner:
                                          for k, v in params.items()):
                     self.study.enqueue_trial(params, skip_if_exists=True)
         known = known or {}
-        for t in self.study.trials:     # trials asked but never told (a killed run):
-            if t.state == optuna.trial.TrialState.RUNNING:   # the result the caller kept, or
-                if t.number in known:                           # failed (asked again later)
-                    self.tell(t.number, known[t.number])
+        for t in self.study.trials:     # trials asked but never told (a killed run): the
+            if t.state == optuna.trial.TrialState.RUNNING:   # result the caller kept; else
+                if t.number in known:      # run again with the same knobs (`rerun_running`,
+                    self.tell(t.number, known[t.number])    # `self.running`) or failed
+                elif rerun_running:
+                    self.running.append((t.number, self._values(t.params)))
                 else:
                     self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
@@ -94,12 +97,21 @@ class Tuner:
                 for t in sorted(self.study.trials, key=lambda t: t.number)
                 if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
 
-    def ask(self) -> tuple[int, dict]:
-        """(trial number, full knob values) for the next trial."""
-        trial = self.study.ask(self.space)
+    def _values(self, params: dict) -> dict:
         values = {k: spec[0] for k, spec in self.knob_spec.items()}
-        values.update(trial.params)
-        return trial.number, values
+        values.update(params)
+        return values
+
+    def ask(self) -> tuple[int, dict]:
+        """(trial number, full knob values) for the next trial. The sampler is seeded afresh
+        for each trial (the study's seed and the trial's number), so what it asks depends only
+        on the trials in the journal, never on how many sessions asked them: a study resumed
+        after a kill asks what an uninterrupted one would."""
+        number = len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = optuna.samplers.TPESampler(
+            seed=(self.seed + 7919 * number) % 2**31)
+        trial = self.study.ask(self.space)
+        return trial.number, self._values(trial.params)
 
     def tell(self, number: int, fitness: float | None) -> None:
         if fitness is None or fitness <= 0:
@@ -112,9 +124,7 @@ class Tuner:
         if not done:
             return None
         best = max(done, key=lambda t: (t.value, -t.number))
-        values = {k: spec[0] for k, spec in self.knob_spec.items()}
-        values.update(best.params)
-        return values, best.value
+        return self._values(best.params), best.value
 
 
 def with_knob_values(source: str, values: dict) -> str:
