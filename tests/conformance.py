@@ -7,6 +7,9 @@ reference mode (simulated problems), a nonsense answer is one line, and `glia-ev
 --json` prints the documented schema.
 """
 import json
+import os
+import subprocess
+import sys
 
 from cli_helpers import run_glia
 from glia_evo.evaluation import evaluate
@@ -45,12 +48,36 @@ def check_baselines(problem: Problem) -> None:
             assert abs(result.fitness - 1.0) < 1e-9, result.fitness
 
 
+_EVERY_BASELINE = """
+import json, sys
+from glia_evo.evaluation import evaluate
+from glia_evo.problems import get_problem
+problem = get_problem(sys.argv[1])
+quick = problem.split("quick")
+out = {n: (lambda r: [r.status, r.fitness, r.scenarios])(
+    evaluate(problem.baseline_source(n), problem, quick)) for n in problem.baseline_names()}
+json.dump(out, sys.stdout, sort_keys=True)
+"""
+
+
 def check_determinism_across_processes(problem: Problem) -> None:
+    """Every baseline gives the same metrics, bit for bit, in two fresh interpreters with
+    different hash seeds (set and dict order must never reach a result), and in job processes."""
+    runs = []
+    for hashseed in ("0", "31337"):
+        proc = subprocess.run([sys.executable, "-c", _EVERY_BASELINE,
+                               problem.origin or problem.key],
+                              capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONHASHSEED": hashseed})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(proc.stdout)
+    assert runs[0] == runs[1]
     source = problem.baseline_source(problem.seeds()[-1])
     quick = problem.split("quick")
     [a] = evaluate_many([source], problem, quick, workers=1)
-    [b] = evaluate_many([source], problem, quick, workers=1)
-    assert a.status == b.status == "ok" and a.scenarios == b.scenarios
+    assert a.status == "ok"
+    in_job = json.loads(json.dumps([a.status, a.fitness, a.scenarios]))
+    assert in_job == json.loads(runs[0])[problem.seeds()[-1]]
 
 
 def check_fast_path_is_reference_mode(problem: Problem) -> None:
@@ -81,3 +108,21 @@ def check_simulate_json(spec: str, problem: Problem) -> None:
 
 PROBLEM_CHECKS = (check_splits, check_baselines, check_determinism_across_processes,
                   check_fast_path_is_reference_mode, check_nonsense_is_one_line)
+
+
+def check_baselines_json(spec: str, problem: Problem) -> None:
+    """`glia-evo baselines --json` on the problem's first quick scenario: every baseline in the
+    problem's order, each ok, the reference at 1.0 and named with its metric per instance."""
+    scenario = problem.split("quick")[0].scenario.name
+    proc = run_glia("baselines", "--problem", spec, "--scenario", scenario, "--workers", "2",
+                    "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["problem"] == problem.name and out["reference"] == problem.reference
+    assert [b["policy"] for b in out["baselines"]] == problem.baseline_names()
+    by_name = {b["policy"]: b for b in out["baselines"]}
+    assert all(b["status"] == "ok" and set(b) >= SIMULATE_JSON_KEYS for b in out["baselines"])
+    assert abs(by_name[problem.reference]["fitness"] - 1.0) < 1e-9
+    for b in out["baselines"]:
+        assert b["reference"]["policy"] == problem.reference
+        assert set(b["scenarios"]) == set(by_name[problem.reference]["scenarios"])

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import PROBLEM_CHECKS, check_simulate_json
+from conformance import PROBLEM_CHECKS, check_baselines_json, check_simulate_json
 from glia_evo.executors import EXECUTORS, make_executor
 from glia_evo.jobs import EvalJob, evaluate_job
 from glia_evo.problems import PROBLEMS, get_problem
@@ -27,6 +27,7 @@ def test_problem_conformance(spec, check):
 @pytest.mark.parametrize("spec", SPECS, ids=_id)
 def test_problem_cli_json_schema(spec):
     check_simulate_json(spec, get_problem(spec))
+    check_baselines_json(spec, get_problem(spec))
 
 
 class _Limits:
