@@ -100,6 +100,11 @@ class Crew:
         self.client = LLMClient(c, api_key_from_env(c.api_key_env), seed=cfg.seed,
                                 cancel=self.cancel, on_retry=self._on_retry,
                                 max_in_flight=self.concurrency if local else None)
+        # a llama.cpp-style server says how many calls it answers at once (GET /props)
+        self.server = self.client.server_props() if local else {"slots": None, "context": None}
+        if local and not c.concurrency and self.server["slots"]:
+            self.concurrency = self.server["slots"]
+            self.client.limit_in_flight(self.concurrency)
         prompts = Prompts(c.prompts_dir or None)
         # research turns (issue 18): the experiment tools run their simulations as jobs of the
         # run's sandbox pool, on the instances of the search's own split (never a held-out

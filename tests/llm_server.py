@@ -27,6 +27,8 @@ request with `tools` gets HTTP 400, like a llama.cpp server started without `--j
 `ScriptedServer(slots=1)` answers one call at a time, like llama.cpp's server with one slot: the
 others wait (queued) until the one being answered is done; `max_active` is the most requests
 it was ever handling at once (queued ones included) and `max_serving` the most answered at once.
+With `props=True` it answers `GET /props` with `total_slots` and
+`default_generation_settings.n_ctx` (`context`), as llama.cpp's server does.
 """
 from __future__ import annotations
 
@@ -114,7 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        if self.path.rstrip("/").endswith("/models"):
+        owner: ScriptedServer = self.server.owner
+        if self.path.rstrip("/") == "/props" and owner.props:      # as llama.cpp's server
+            self._json(200, {"total_slots": owner.slot_count,
+                             "default_generation_settings": {"n_ctx": owner.context}})
+        elif self.path.rstrip("/").endswith("/models"):
             self._json(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
         else:
             self._json(404, {"error": {"message": "not found"}})
@@ -218,9 +224,12 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedServer:
-    def __init__(self, port: int = 0, slots: int | None = None, tools: bool = True):
+    def __init__(self, port: int = 0, slots: int | None = None, tools: bool = True,
+                 props: bool = False, context: int = 4096):
         self.port = port
         self.tools = tools
+        # props: answer GET /props with the slot count and context size, as llama.cpp does
+        self.props, self.slot_count, self.context = props, slots, context
         self._slots = threading.Semaphore(slots) if slots else None
         self.active = self.max_active = 0
         self.serving = self.max_serving = 0

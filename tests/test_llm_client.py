@@ -139,3 +139,30 @@ def test_model_weights_and_prices():
     assert pick_model({"only": 1.0}, rng) == "only"
     assert price({"a": [1.0, 4.0]}, "a", 2_000_000, 500_000) == pytest.approx(4.0)
     assert price({}, "a", 10, 10) == 0.0
+
+
+def test_a_call_abandoned_after_a_timeout_is_still_counted(server):
+    """The server may go on answering a call the client gave up on: its prompt and up to
+    max_tokens are counted (estimated), on the answer that came later or on the failure."""
+    server.script("unknown", [Hang(1.5), Reply("late but here", prompt_tokens=10,
+                                               completion_tokens=5)])
+    r = client_for(server, max_output_tokens=300).chat(MSGS, "m")
+    assert r.text == "late but here" and r.attempts == 2
+    assert r.estimated and r.abandoned_tokens == (len("hello there") // 4 + 1) + 300
+    assert r.tokens == 15 + r.abandoned_tokens
+    assert r.cost_usd == pytest.approx(((10 + 3) * 2.0 + (5 + 300) * 8.0) / 1e6)
+    server.default("unknown", lambda req: Hang(1.5))
+    with pytest.raises(LLMUnavailable) as info:
+        client_for(server, max_retries=1, max_output_tokens=100).chat(MSGS, "m")
+    [lost] = info.value.usage
+    assert lost.text == "" and lost.estimated and lost.tokens == lost.abandoned_tokens == 2 * 103
+
+
+def test_a_llama_cpp_server_says_how_many_slots_and_how_much_context_it_has():
+    with ScriptedServer(slots=3, props=True, context=2048) as srv:
+        assert client_for(srv).server_props() == {"slots": 3, "context": 2048}
+    with ScriptedServer() as srv:                       # no /props: nothing is assumed
+        assert client_for(srv).server_props() == {"slots": None, "context": None}
+    assert LLMClient(LLMConfig(mode="openai", base_url="http://127.0.0.1:9/v1",
+                               models={"m": 1.0}), None).server_props() == {
+        "slots": None, "context": None}

@@ -293,6 +293,20 @@ def test_a_local_one_slot_server_gets_one_call_at_a_time(tmp_path):
     assert not [r for r in server.requests if r.get("status") not in (200, None)]
 
 
+def test_a_server_that_says_it_has_two_slots_gets_two_calls_at_a_time(tmp_path):
+    import llm_scripts
+    from test_llm_run import candidates
+    with ScriptedServer(slots=2, props=True) as server:
+        llm_scripts.install_defaults(server)
+        server.default("researcher", lambda req: Reply(llm_scripts.child_answer(req),
+                                                       delay=0.5))
+        proc, out = _run(tmp_path, server, evals=8)
+    assert proc.returncode == 0, proc.stderr
+    assert candidates(out)[1]["evaluations"] == 8
+    assert server.max_active == 2              # its two slots used, nothing queued beyond them
+    assert not [r for r in server.requests if r.get("status") not in (200, None)]
+
+
 def test_first_concurrent_proposals_spread_over_islands_and_parents(tmp_path):
     import re
     import llm_scripts

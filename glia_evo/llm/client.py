@@ -57,6 +57,7 @@ class ChatResult:
     attempts: int = 1
     retries: list = field(default_factory=list)     # why each failed attempt failed
     estimated: bool = False                           # the server sent no `usage`
+    abandoned_tokens: int = 0         # estimated tokens of attempts that timed out (included)
     finish_reason: str = ""                           # "stop", "length" (cut off at max_tokens)
     # function calls the model asked for (chat API `tools`): {"id", "name", "arguments"}, the
     # arguments as the raw JSON text the model wrote (hostile: parse, then clean)
@@ -135,6 +136,11 @@ class LLMClient:
         # call at a time and timing out there while it still works on them.
         self._slots = _Gate(max_in_flight) if max_in_flight else None
 
+    def limit_in_flight(self, n: int | None) -> None:
+        """From now on at most `n` calls at the endpoint at once (None: no limit); set before
+        the first call."""
+        self._slots = _Gate(n) if n else None
+
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.cfg.base_url or '(openai default)'!r})"
 
@@ -198,6 +204,7 @@ class LLMClient:
         cfg = self.cfg
         openai = self._openai
         retries: list[str] = []
+        abandoned = [0, 0]          # (prompt, completion) tokens of attempts that timed out
         started = time.monotonic()
         for attempt in range(cfg.max_retries + 1):
             if self.cancel.is_set():
@@ -218,12 +225,18 @@ class LLMClient:
                 wait = retry_after_s(getattr(exc.response, "headers", None))
             except openai.APITimeoutError:
                 why = f"timeout after {cfg.timeout_s:g} s"
+                # the server may still be working on it (most do not stop when the client
+                # goes): count what it may use -- the prompt and up to max_tokens -- so
+                # token budgets bind on the work the endpoint really does
+                abandoned[0] += _estimate_prompt(messages)
+                abandoned[1] += int(kwargs.get("max_tokens") or 0)
             except openai.APIConnectionError as exc:
                 why = f"connection error: {self._detail(exc)}"
             except openai.OpenAIError as exc:       # e.g. a body that is not a chat completion
                 raise LLMError(self.scrub(f"unusable response: {self._detail(exc)}")) from None
             else:
-                return self._result(resp, model, messages, started, attempt + 1, retries)
+                result = self._result(resp, model, messages, started, attempt + 1, retries)
+                return self._with_abandoned(result, abandoned) if any(abandoned) else result
             retries.append(self.scrub(why))
             if attempt == cfg.max_retries:
                 break
@@ -232,8 +245,51 @@ class LLMClient:
                 self.on_retry(model, attempt + 1, retries[-1], delay)
             if self.cancel.wait(delay):
                 raise LLMCancelled("the run is stopping")
+        lost = ([self._with_abandoned(ChatResult("", model, 0, 0, 0.0, time.monotonic() - started,
+                                                 cfg.max_retries + 1, list(retries)), abandoned)]
+                if any(abandoned) else [])
         raise LLMUnavailable(f"{model}: no answer after {cfg.max_retries + 1} attempts (last: "
-                             f"{retries[-1]})")
+                             f"{retries[-1]})", usage=lost)
+
+    def _with_abandoned(self, result: ChatResult, abandoned: list[int]) -> ChatResult:
+        """`result` with the estimated tokens (and cost) of timed-out attempts added."""
+        prompt, completion = abandoned
+        result.prompt_tokens += prompt
+        result.completion_tokens += completion
+        result.abandoned_tokens = prompt + completion
+        result.cost_usd += price(self.cfg.prices, result.model, prompt, completion)
+        result.estimated = True
+        return result
+
+    def server_props(self) -> dict:
+        """What a llama.cpp-style server says about itself (`GET /props`): `slots` (calls it
+        answers at once) and `context` (tokens per slot), each None when it does not say.
+        Best effort, a short timeout; never raises."""
+        out = {"slots": None, "context": None}
+        base = (self.cfg.base_url or "").rstrip("/")
+        if not base:
+            return out
+        root = base[:-3] if base.endswith("/v1") else base
+        if not root.startswith(("http://", "https://")):
+            return out
+        try:
+            import json
+            import urllib.request
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"{root}/props", timeout=3.0) as resp:
+                data = json.loads(resp.read(1 << 20))
+        except Exception:   # noqa: BLE001 - a server without /props, or none at all
+            return out
+        if not isinstance(data, dict):
+            return out
+        slots = data.get("total_slots")
+        settings = data.get("default_generation_settings")
+        ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        if type(slots) is int and 1 <= slots <= 1024:
+            out["slots"] = slots
+        if type(ctx) is int and 64 <= ctx <= 10_000_000:
+            out["context"] = ctx
+        return out
 
     def _detail(self, exc) -> str:
         msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
@@ -263,8 +319,7 @@ class LLMClient:
         usage = getattr(resp, "usage", None)
         estimated = usage is None or getattr(usage, "prompt_tokens", None) is None
         if estimated:      # ~4 characters per token, so budgets still bind
-            prompt = sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or ""))
-                         for m in messages) // 4 + 1
+            prompt = _estimate_prompt(messages)
             completion = (len(text) + sum(len(c["arguments"]) for c in calls)) // 4 + 1
         else:
             prompt = int(usage.prompt_tokens or 0)
@@ -277,6 +332,12 @@ class LLMClient:
                           seconds=time.monotonic() - started, attempts=attempts,
                           retries=list(retries), estimated=estimated, finish_reason=finish,
                           tool_calls=calls)
+
+
+def _estimate_prompt(messages: list[dict]) -> int:
+    """A prompt's tokens at ~4 characters per token (for a server that sends no usage)."""
+    return sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or ""))
+               for m in messages) // 4 + 1
 
 
 MAX_TOOL_CALLS = 16
