@@ -8,8 +8,11 @@
    evaluations per second with tracking / without.
 3. `--tuning-ab`: does tuning pay for itself? The default routing config (runs/routing.toml)
    seeded from `round_robin`, 200 evaluations, for search seeds 0, 1, 2, with tuning on and
-   off (alternated): best fitness on the validation split, worker-seconds spent on trials and on
-   candidates, knob sets evaluated twice for the same code, trials cut by the cascade.
+   off (alternated, same seeds and budget): the run's best on the validation split (its own
+   choice among the `search.validate_top` fittest), worker-seconds spent on tuning (trials
+   and sensitivity probes) and on candidates, trial sets (knob-free code + knob values)
+   evaluated twice, trials cut by the cascade, studies started / improved / stopped early.
+   Smaller sizes from the command line, e.g. `--evaluations 40 --seeds 0`.
 Usage: python benchmarks/bench_search.py [--evaluations 200] [--workers 2] [--out DIR]
        python benchmarks/bench_search.py --tuning-ab [--evaluations 200] [--seeds 0,1,2]
 """
@@ -145,6 +148,8 @@ def tracking_ratio(base: Path, workers: int, rounds: int = 1, evals: int = 40) -
 def _tuning_run(base: Path, seed: int, tuning: bool, evals: int, workers: int) -> dict:
     import json
     from glia_evo.parallel import evaluate_many
+    from glia_evo.tuning_runs import knob_free_hash
+    from glia_evo.validation import VALIDATION_KEY
     out = base / f"tune_{tuning}_{seed}"
     shutil.rmtree(out, ignore_errors=True)
     repo = Path(__file__).resolve().parent.parent
@@ -159,50 +164,86 @@ def _tuning_run(base: Path, seed: int, tuning: bool, evals: int, workers: int) -
     store = Store(out / "state.sqlite", create=False)
     cands = {c.id: c for c in store.all()}
     best = max((c for c in cands.values() if c.status == "ok"), key=lambda c: c.fitness)
+    choice = store.get_meta(VALIDATION_KEY) or {}
+    stats = store.get_meta("tuning_stats") or {}
     store.close()
+    if choice.get("best") in cands:        # the run's own choice (search.validate_top)
+        chosen = cands[choice["best"]]
+        validation = choice["scores"][chosen.id]["fitness"]
+    else:                                  # no choice stored: the train-best on validation
+        chosen = best
+        problem = get_problem("routing")
+        [val] = evaluate_many([best.source], problem, problem.split("validation"),
+                              workers=workers)
+        validation = val.fitness if val.status == "ok" else 0.0
     events = read_events(out / "events.jsonl")
     trials = [e for e in events if e["event"] == "trial"]
     evaluated = [e for e in trials if not e.get("reused")]
-    sets = [(cands[e["candidate"]].code_hash, json.dumps(sorted(e["knobs"].items())))
+    # a trial set: the program's code without its KNOBS literal + the knob values it ran with
+    sets = [(knob_free_hash(cands[e["candidate"]].source), json.dumps(sorted(e["knobs"].items())))
             for e in evaluated]
-    problem = get_problem("routing")
-    [val] = evaluate_many([best.source], problem, problem.split("validation"), workers=workers)
     candidate_s = sum(e["seconds"] for e in events if e["event"] == "evaluation"
                       and not e.get("recovered"))
-    return {"validation": val.fitness, "train": best.fitness, "best": best.id,
-            "operator": best.operator, "trial_s": sum(e["seconds"] for e in evaluated),
+    return {"validation": validation, "train": chosen.fitness, "best": chosen.id,
+            "operator": chosen.operator, "train_best": best.fitness,
+            "trial_s": sum(e["seconds"] for e in evaluated),
+            "probe_s": float(stats.get("probe_seconds", 0.0)),
+            "probes": int(stats.get("probes", 0)),
             "candidate_s": candidate_s, "trials": len(evaluated),
             "reused": len(trials) - len(evaluated), "duplicates": len(sets) - len(set(sets)),
             "cut": sum(1 for e in evaluated if e.get("cut")), "wall": wall,
             "studies": sum(1 for e in events if e["event"] == "tuning_start"),
             "improved": sum(1 for e in events if e["event"] == "tuning_done"
-                            and e.get("improved"))}
+                            and e.get("improved")),
+            "stopped_early": int(stats.get("stopped_early", 0)),
+            "insensitive": int(stats.get("not_tuned_insensitive", 0)),
+            "unused": int(stats.get("not_tuned_unused_knobs", 0)),
+            "shares": [e["share"] for e in events if e["event"] == "tuning_share"]}
 
 
 def tuning_ab(base: Path, evals: int, workers: int, seeds: list[int]) -> None:
-    """Part 3 (see the module docstring); on / off alternate per seed."""
+    """Part 3 (see the module docstring); on / off alternate per seed. Worker-seconds are
+    measured (each job's own duration), so they depend on the machine's load; the counts
+    (trials, duplicates, cuts, studies) and the fitness values do not."""
     rows = []
+    print(f"tuning on / off: routing from round_robin, {evals} evaluations, {workers} workers, "
+          f"search seeds {seeds}", flush=True)
     for seed in seeds:
         for tuning in (True, False):
             r = _tuning_run(base, seed, tuning, evals, workers)
             rows.append((seed, tuning, r))
+            tuning_s = r["trial_s"] + r["probe_s"]
             print(f"seed {seed} tuning {'on ' if tuning else 'off'}: validation "
-                  f"{r['validation']:.4f} (train {r['train']:.4f}, {r['best']} {r['operator']}), "
-                  f"{r['wall']:.0f} s wall; trials {r['trials']} ({r['cut']} cut by the "
-                  f"cascade, {r['reused']} reused, {r['duplicates']} knob sets evaluated twice), "
-                  f"studies {r['studies']} ({r['improved']} improved); worker-s: trials "
-                  f"{r['trial_s']:.0f}, candidates {r['candidate_s']:.0f} = tuning share "
-                  f"{r['trial_s'] / max(1e-9, r['trial_s'] + r['candidate_s']):.1%}", flush=True)
+                  f"{r['validation']:.4f} (its train {r['train']:.4f}, {r['best']} "
+                  f"{r['operator']}; train-best {r['train_best']:.4f}), {r['wall']:.0f} s wall; "
+                  f"trials {r['trials']} ({r['cut']} cut by the cascade, {r['reused']} reused, "
+                  f"{r['duplicates']} trial sets evaluated twice); studies {r['studies']} "
+                  f"({r['improved']} improved, {r['stopped_early']} stopped early; not tuned: "
+                  f"{r['insensitive']} knobs insensitive to the probe, {r['unused']} knobs "
+                  f"unused; {r['probes']} probe jobs); worker-s: tuning {tuning_s:.0f} "
+                  f"(trials {r['trial_s']:.0f}, probes {r['probe_s']:.0f}), candidates "
+                  f"{r['candidate_s']:.0f} = tuning share "
+                  f"{tuning_s / max(1e-9, tuning_s + r['candidate_s']):.1%}"
+                  + (f"; share limit after each study {r['shares']}" if r["shares"] else ""),
+                  flush=True)
     better = worse = 0
     for seed in seeds:
         on = next(r for s, t, r in rows if s == seed and t)
         off = next(r for s, t, r in rows if s == seed and not t)
-        ratio = on["validation"] / off["validation"]
+        ratio = on["validation"] / off["validation"] if off["validation"] else float("inf")
         better += ratio > 1.0 + 1e-9
         worse += ratio < 1.0 - 1e-9
         print(f"seed {seed}: validation on / off = {ratio:.4f}x")
+    on_rows = [r for _, t, r in rows if t]
+    tuning_s = sum(r["trial_s"] + r["probe_s"] for r in on_rows)
+    total = tuning_s + sum(r["candidate_s"] for r in on_rows)
     print(f"tuning on better on {better} of {len(seeds)} seeds, worse on {worse} "
-          f"(target: never worse, better on at least 2 of 3)")
+          f"(target: never worse, better on at least 2 of 3); tuning's share of the "
+          f"worker-seconds with tuning on: {tuning_s / max(1e-9, total):.1%} (target <= 30% "
+          f"unless it pays off: {sum(r['improved'] for r in on_rows)} of "
+          f"{sum(r['studies'] for r in on_rows)} studies improved their program); duplicate "
+          f"trial sets: {sum(r['duplicates'] for r in on_rows)}; trials cut by the cascade: "
+          f"{sum(r['cut'] for r in on_rows)}")
 
 
 if __name__ == "__main__":

@@ -145,3 +145,110 @@ def test_a_program_whose_code_never_reads_its_knobs_is_not_tuned(tmp_path):
     assert runs.consider(cand) is None and runs.study is None
     assert runs.stats()["not_tuned_unused_knobs"] == 1
     store.close()
+
+
+# --- knobs that matter, results shared by the knob-free hash, work instead of seconds -----------
+DEAD_KNOB = """
+KNOBS = {"w": (0.5, 0.0, 1.0)}
+
+
+def route(queue, replicas, now, knobs):
+    out = []
+    for q in queue:
+        if knobs["w"] > 5:              # never: the knob is read but changes nothing
+            out.append((q.id, replicas[-1].id))
+        else:
+            best = min(replicas, key=lambda r: r.num_pending + r.num_active)
+            out.append((q.id, best.id))
+    return out
+"""
+
+
+def test_the_sensitivity_probe_starts_studies_only_for_programs_whose_knobs_matter(tmp_path):
+    from glia_evo.bus import Bus
+    from glia_evo.evaluator import Evaluator
+    from glia_evo.trials import Trials
+    from population import Candidate
+    cfg, store, runs = _runs(tmp_path, evaluation={"split": "quick", "cascade": False})
+    problem = get_problem("routing")
+    with WorkerPool(2, timeout_s=300, memory_mb=2048, cpu_s=300) as pool:
+        evaluator = Evaluator(cfg, problem, pool, store, Bus(), lambda: None)
+        evaluator.prepare()
+        Trials(cfg, problem, runs, evaluator, store, runs.islands, Bus())   # attaches the probe
+        dead = Candidate(source=DEAD_KNOB, island=0, operator="mutate", status="ok",
+                         fitness=1.0)
+        store.add(dead)
+        runs.islands.insert(dead)
+        assert runs.consider(dead) is None and runs.study is None
+        stats = runs.stats()
+        assert stats["not_tuned_insensitive"] == 1 and stats["studies"] == 0
+        assert stats["probes"] == 3         # no stage-1 fitness known: its own knobs too
+        assert stats["probe_seconds"] > 0 and stats["trial_work"] > 0   # tuning's cost
+        hra = Candidate(source=with_knob_values(baseline_source("routing", "hra"),
+                                                {"headroom": 2.0, "min_free": 0.2}),
+                        island=0, operator="mutate", status="ok", fitness=1.3)
+        store.add(hra)
+        runs.islands.insert(hra)
+        assert runs.consider(hra) is hra and runs.study is not None   # its knobs matter
+    assert runs.stats()["studies"] == 1 and runs.stats()["probes"] == 6
+    store.close()
+
+
+def test_probe_knob_sets_and_what_counts_as_sensitive():
+    from glia_evo.evaluation import EvalResult
+    from glia_evo.tuning_runs import probe_sets, sensitive
+    spec = {"a": (0.5, 0.0, 2.0), "n": (3, 1, 9), "fixed": (1.0, 1.0, 1.0)}
+    assert probe_sets(spec) == [{"a": 1.5, "n": 7, "fixed": 1.0}]   # at 1/4: its own knobs
+    assert probe_sets({"a": (0.1, 0.0, 1.0)}) == [{"a": 0.25}, {"a": 0.75}]
+    same = EvalResult(status="rejected", fitness=1.2)
+    assert not sensitive(1.2, [same, same])
+    assert sensitive(1.2, [same, EvalResult(status="rejected", fitness=1.25)])
+    assert sensitive(1.2, [same, EvalResult(status="timeout")])     # a crawl: knobs matter
+    assert not sensitive(None, [same, same])                        # own knobs probed first
+    assert sensitive(None, [EvalResult(status="crashed"), same])    # nothing to compare with
+
+
+def test_trial_results_are_shared_by_the_knob_free_hash_across_studies(tmp_path):
+    from glia_evo.evaluation import EvalResult
+    from glia_evo.tuning_runs import knob_free_hash
+    from population import Candidate, code_hash
+    hra = baseline_source("routing", "hra")
+    wider = hra.replace('"min_free": (0.03, 0.0, 0.2)', '"min_free": (0.05, 0.0, 0.3)')
+    assert wider != hra and code_hash(wider) != code_hash(hra)     # the bounds count there
+    assert knob_free_hash(wider) == knob_free_hash(hra)            # not here
+    assert knob_free_hash(hra + "\nEXTRA = 1\n") != knob_free_hash(hra)   # code counts
+    cfg, store, runs = _runs(tmp_path, tuning={"trials": 2})
+    first = Candidate(source=hra, island=0, operator="mutate", status="ok", fitness=1.5)
+    store.add(first)
+    runs.islands.insert(first)
+    assert runs.consider(first) is first
+    trial, _, cached = runs.next_job("routing", "train", ())
+    assert cached is None
+    runs.told(trial, EvalResult(status="ok", fitness=1.4, scenarios={"x#0": {}}))
+    assert runs.study is None                                      # 2 trials: done
+    second = Candidate(source=wider, island=0, operator="mutate", status="ok", fitness=1.6)
+    store.add(second)
+    runs.islands.insert(second)
+    assert runs.consider(second) is None        # the same code, knob bounds aside: tuned once
+    assert runs.stats()["studies"] == 1
+    store.close()
+
+
+def test_the_share_counts_simulated_work_not_seconds(tmp_path):
+    from glia_evo.evaluation import EvalResult
+    cfg, store, runs = _runs(tmp_path, evaluation={"split": "quick", "cascade": False})
+    problem = get_problem("routing")
+    runs.attach(problem, lambda: {i.name: 1000 for i in problem.split("quick")}, None)
+    fast = EvalResult(status="ok", fitness=1.0, duration_s=0.1)
+    slow = EvalResult(status="ok", fitness=1.0, duration_s=100.0)
+    assert runs.work(fast, "quick") == runs.work(slow, "quick") == \
+        1000 * len(problem.split("quick"))
+    with store.transaction():
+        runs.count_candidate(slow)
+    stats = runs.stats()
+    assert stats["candidate_work"] == runs.work(slow, "quick") and stats["candidate_seconds"] == 100
+    assert runs.within_share()
+    cut = EvalResult(status="timeout", diagnostics={"cascade": {"stage": 1}})
+    # a first stage cut by its timeout counts as a whole evaluation (train: no lengths given)
+    assert runs.work(cut, "train") == runs.work(fast, "quick") + len(problem.split("train"))
+    store.close()
