@@ -135,6 +135,13 @@ def test_researcher_reports_an_unavailable_endpoint():
     assert out.status == "unavailable" and out.message == "down" and not out.calls
 
 
+def test_attempts_abandoned_after_timeouts_are_counted_on_the_outcome():
+    lost = ChatResult("", "m", 300, 4096, 0.0, 1.0, estimated=True, abandoned_tokens=4396)
+    client = FakeClient([LLMUnavailable("timeouts", usage=[lost])])
+    out = Researcher(client, get_problem("routing"), Prompts()).propose(snapshot())
+    assert out.status == "unavailable" and out.calls == [lost]      # the engine counts them
+
+
 def test_researcher_waits_for_a_pending_analyst_summary():
     import concurrent.futures
     fut = concurrent.futures.Future()

@@ -289,6 +289,7 @@ class Researcher:
                 result = self.client.chat(msgs, snap.model,
                                           call_id=f"researcher-{snap.index}-{attempt + 1}")
             except LLMError as exc:
+                out.calls.extend(exc.usage)        # e.g. attempts abandoned after a timeout
                 out.status, out.message = _outcome_of(exc), str(exc)
                 return out
             out.calls.append(result)
@@ -366,6 +367,7 @@ class Researcher:
                     self.native = False
                     out.work["tools_refused"] = clean(str(exc), 200)
                     continue
+                out.calls.extend(exc.usage)
                 out.status, out.message = _outcome_of(exc), str(exc)
                 return self._finish(out, session)
             out.calls.append(result)
@@ -430,6 +432,7 @@ class Researcher:
                                               call_id=f"researcher-{snap.index}-{attempt + 1}",
                                               **kwargs)
                 except LLMError as exc:
+                    out.calls.extend(exc.usage)
                     out.status, out.message = _outcome_of(exc), str(exc)
                     return
                 out.calls.append(result)
