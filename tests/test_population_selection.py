@@ -117,3 +117,35 @@ def test_the_best_is_chosen_on_validation_and_every_reader_says_so(tmp_path):
     assert "chosen on the 'validation' split" in (run.path / "report" / "heldout.md").read_text()
     exported = run.export(tmp_path / "policy.py")
     assert best.source.strip().splitlines()[-1] in exported.read_text()
+
+
+def test_a_resume_chooses_again_reusing_the_scores_it_has(tmp_path, monkeypatch):
+    import glia_evo
+    from glia_evo import parallel, validation
+    cfg = {"name": "bp", "problem": BINPACK, "seed": 2,
+           "search": {"islands": 2, "island_capacity": 4, "validate_top": 3},
+           "evaluation": {"workers": 2, "cascade": False}, "tuning": {"enabled": False},
+           "tracking": {"enabled": False}, "report": {"at_end": False}}
+    run = glia_evo.search(cfg, out=str(tmp_path / "bp"), max_evaluations=12)
+    store = Store(run.path / "state.sqlite", create=False)
+    first = validation.current(store)
+    store.close()
+    assert first["evaluations"] == 12
+    scored = []
+    real = parallel.evaluate_many
+
+    def counting(sources, *a, **kw):
+        scored.extend(sources)
+        return real(sources, *a, **kw)
+    monkeypatch.setattr(parallel, "evaluate_many", counting)
+    glia_evo.resume(run.path, max_evaluations=24)
+    store = Store(run.path / "state.sqlite", create=False)
+    second = validation.current(store)
+    sources = {c.id: c.source for c in store.all()}
+    store.close()
+    assert second["evaluations"] == 24
+    kept = set(first["contenders"]) & set(second["contenders"])
+    for cid in kept:          # already scored: not simulated again, same score
+        assert second["scores"][cid] == first["scores"][cid]
+    new = [cid for cid in second["contenders"] if cid not in first["scores"]]
+    assert sorted(scored) == sorted(sources[c] for c in new)
