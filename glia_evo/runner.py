@@ -523,12 +523,17 @@ def tuning_line(t: dict) -> str:
     """What tuning cost and gained, in one line."""
     gained = (f"{t['improved']} improved their program (best +{100 * t['best_gain']:.2f}%, "
               f"mean +{100 * t['mean_gain']:.2f}%)" if t["improved"] else "none improved")
+    probes = t.get("probes", 0)
+    skipped = [f"{n} program{'s' if n > 1 else ''} {why}" for n, why in (
+        (t.get("not_tuned_insensitive", 0), "whose knobs did not move the quick stage"),
+        (t["not_tuned_unused_knobs"], "whose code never reads its knobs")) if n]
     return (f"tuning: {t['studies']} studies, {gained}, {t['stopped_early']} stopped early; "
             f"{t['trials']} trials ({t['cut_by_cascade']} cut by the cascade, {t['reused']} "
-            f"reused), {t['trial_seconds']:.0f} worker-s = {100 * t['share_of_worker_time']:.0f}% "
-            f"of the evaluation time" + (f"; {t['not_tuned_unused_knobs']} programs not tuned "
-                                         f"(knobs unused)" if t["not_tuned_unused_knobs"]
-                                         else ""))
+            f"reused), {t.get('tuning_seconds', t['trial_seconds']):.0f} worker-s = "
+            f"{100 * t['share_of_worker_time']:.0f}% of the evaluation time"
+            + (f" ({probes} probe jobs, {t.get('probe_seconds', 0.0):.0f} worker-s)"
+               if probes else "")
+            + (f"; not tuned: {', '.join(skipped)}" if skipped else ""))
 
 
 def llm_line(u: dict) -> str:
