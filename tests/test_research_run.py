@@ -291,3 +291,32 @@ def test_experiments_zero_builds_no_tools(tmp_path):
     assert all("EXPERIMENT" not in b["messages"][1]["content"] for b in bodies)
     assert "experiments" not in run.status()
     assert not [e for e in read_events(out / "events.jsonl") if e["event"] == "experiments"]
+
+
+def test_the_supervisor_prompt_without_research_turns_is_the_plain_one():
+    """No research conclusion: no extra section (experiments = 0 sends today's prompt)."""
+    from glia_evo.llm import Prompts
+    from glia_evo.llm.agents import Supervisor, SupervisorSnapshot
+    from population import Candidate
+    c = Candidate(id="c000004", source=ROUTING.baseline_source("llq"), fitness=1.0, status="ok",
+                  island=1, parents=["c000001"], extra={"hypothesis": "H"})
+    snap = SupervisorSnapshot(review=1, evaluations=4, leaderboard=[c], island_best=[(1, c)],
+                              recent=[c], previous="", model="m")
+    plain = Supervisor(None, ROUTING, Prompts()).messages(snap)[1]["content"]
+    assert "Conclusions of research turns" not in plain
+    assert "\n\n## Your previous notes" in plain and "\n\n\n## Your" not in plain
+    c.extra.update(conclusion="\x1b[2Jqueueing dominates", parent_fitness=0.9,
+                   experiments=[{"tool": "simulate", "ok": True}, {"tool": "compare", "ok": False}])
+    snap.conclusions = [c]
+    text = Supervisor(None, ROUTING, Prompts()).messages(snap)[1]["content"]
+    line = next(x for x in text.splitlines() if x.startswith("- island 1: c000004 (parent"))
+    assert "fitness 1.0000 vs the parent's 0.9000; 1 experiment: simulate)" in line
+    assert "\x1b" not in line and "queueing dominates" in line
+
+
+def test_a_fraction_of_an_evaluation_is_charged_and_shown():
+    """The experiments' work (a fraction of evaluations) counts in the budget left."""
+    from glia_evo.run_state import Budget
+    b = Budget(minutes=10, max_evaluations=10)
+    assert b.left(7.4, 0)["evaluations"] == 2
+    assert b.exhausted(9.5, 0) is None and b.exhausted(10.0, 0)
