@@ -23,6 +23,7 @@ class Trials:
         self.cfg, self.problem, self.tuning, self.evaluator = cfg, problem, tuning, evaluator
         self.store, self.islands, self.bus = store, islands, bus
         self.submitted = 0        # trials sent to a worker in this session
+        self._trial_at = -1       # evaluator.submitted just after the latest trial was sent
         tuning.attach(problem, lambda: evaluator.completed, self.probe)
 
     def turn(self, stopping: bool) -> bool:
@@ -36,8 +37,9 @@ class Trials:
         if study.resume:
             return self.tuning.resume_due(self.evaluator.submitted - self.submitted)
         inflight = self.evaluator.inflight
-        return (study.wants_trial() and not (inflight and isinstance(inflight[-1][0], Trial))
-                and self.tuning.within_share())
+        last_was_trial = (self.evaluator.submitted == self._trial_at or
+                          bool(inflight and isinstance(inflight[-1][0], Trial)))
+        return study.wants_trial() and not last_was_trial and self.tuning.within_share()
 
     def cascade(self) -> tuple[str, dict]:
         """(the tuning split, the cascade fields of a trial's job)."""
@@ -61,6 +63,7 @@ class Trials:
             return
         self.evaluator.submit(trial, job)
         self.submitted += 1
+        self._trial_at = self.evaluator.submitted
 
     def probe(self, cand: Candidate, knob_sets: list[dict]) -> list[EvalResult]:
         """The sensitivity probe's jobs: `cand` with each knob set on the cascade's first split
