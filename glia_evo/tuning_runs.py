@@ -258,7 +258,8 @@ class TuningRuns:
         if stage == 2 or (stage == 1 and result.status == "timeout"):
             splits = [e.cascade_split, split]
         requests = self.requests() or {}
-        return sum(int(requests.get(i.name, 1)) for s in splits for i in self.problem.split(s))
+        return sum(int(requests.get(i.name, 1)) for s in splits if s in self.problem.splits
+                   for i in self.problem.split(s))
 
     def count_candidate(self, result, cand: Candidate | None = None) -> None:
         """A candidate's evaluation cost (call inside the transaction that stores it); `cand`:
@@ -347,7 +348,8 @@ class TuningRuns:
                 self.store.set_meta(CONSIDER_KEY, None)
                 self._add(self.stats(), not_tuned_unused_knobs=1)
             return None
-        if self.probe is not None:
+        if self.probe is not None and self.problem is not None and \
+                self.cfg.evaluation.cascade_split in self.problem.splits:   # else: no probe
             if self.store.get_meta(CONSIDER_KEY) != cand.id:   # until decided (the probe takes
                 self.store.set_meta(CONSIDER_KEY, cand.id)     # seconds: a kill may cut it)
             if not self._knobs_matter(cand, spec):
