@@ -188,6 +188,13 @@ def NAME(pairs, queue, replicas, now, knobs):
 """
 
 
+# Glia's HRA as the paper describes it (headroom 0.6, 3 % of the blocks kept free, no output
+# reserve, no aging, placement by projected use alone): the block's starting point half of the
+# time, so that tuning and the other operators start where the literature stands
+PUBLISHED = {"GROW": 0.6, "DECODE": 0.0, "FREE": 0.03, "AGE": 0.0, "QUEUE": 0.0, "PREFILL": 0.0,
+             "KEEP": 0.0}
+
+
 def headroom_admit(tree, rng, other=None) -> str:
     """Admission by projected memory headroom with aged shortest-prompt-first order and
     prefill/decode-aware placement, as a filter over the pairs `route` returns (module doc)."""
@@ -200,6 +207,10 @@ def headroom_admit(tree, rng, other=None) -> str:
              "QUEUE": ("h_queue", rng.choice([0.0, 0.5, 2.0]), 0.0, 10.0),
              "PREFILL": ("h_prefill", rng.choice([0.0, 0.1, 0.5]), 0.0, 5.0),
              "KEEP": ("h_keep", rng.choice([0.0, 0.05, 1.0]), 0.0, 2.0)}
+    if rng.random() < 0.5:     # start from the published HRA setting (Glia), tuning moves on
+        for slot, value in PUBLISHED.items():
+            stem, _, low, high = specs[slot]
+            specs[slot] = (stem, value, low, high)
     source = HEADROOM
     values = {}
     for slot, (stem, value, low, high) in specs.items():
