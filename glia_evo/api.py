@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig
+from .run_folder import RunFolder
 
 # keyword -> the dotted config key it overrides (the CLI's flags, by the same names)
 OVERRIDES = {"problem": "problem", "out": "out", "minutes": "budget.minutes",
@@ -49,7 +50,7 @@ class Run:
         return self.status().get("best")
 
     def best_source(self) -> str | None:
-        best = self.path / "best.py"
+        best = RunFolder(self.path).best
         return best.read_text() if best.is_file() else None
 
     def config(self) -> RunConfig:

@@ -22,6 +22,7 @@ from .hygiene import clean
 from .parallel import evaluate_many
 from .problems import Instance, Problem, Scenario, get_problem
 from .report import family_means, print_baselines, print_simulation
+from .run_folder import RunFolder
 
 
 class UserError(Exception):
@@ -494,7 +495,7 @@ def cmd_report(args) -> int:
                          progress=None if args.json else report_progress(sys.stderr.isatty()))
     except ReportError as exc:
         raise UserError(str(exc)) from None
-    out = args.dir / "report"
+    out = RunFolder(args.dir).report
     if cfg.tracking.enabled:
         from .tracking import Tracker
         tracker = Tracker(args.dir, cfg.tracking.uri or None, run_name=cfg.name)

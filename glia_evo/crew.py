@@ -25,10 +25,10 @@ from .hygiene import clean, clean_tree
 from .operators import Proposal
 from .run_state import (EVALUATIONS_KEY, EXPERIMENTS_KEY, INSIGHTS_KEY, LLM_KEY, REFERENCE_KEY,
                         SUPERVISOR_KEY, TRIALS_KEY, Budget, new_experiment_stats, new_usage)
+from .run_folder import RunFolder
 
 OFFLINE = "offline"
 NOTES_FILE = "supervisor_notes.md"
-EXPERIMENTS_DIR = "experiments"    # <run>/experiments/<child>.md: a research turn's record
 RECENT_FOR_SUPERVISOR = 12
 CONCLUSIONS_PER_ISLAND = 3         # research conclusions per island the Supervisor reads
 MAX_INSIGHTS = 30                  # Supervisor insights kept for the report
@@ -350,7 +350,7 @@ class Crew:
             text = experiments_markdown(out.experiments, out.conclusion, hypothesis,
                                         child=child.id)
             try:
-                folder = self.run_dir / EXPERIMENTS_DIR
+                folder = RunFolder(self.run_dir).experiments
                 folder.mkdir(exist_ok=True)
                 tmp = folder / f".{child.id}.md.tmp"
                 tmp.write_text(text, encoding="utf-8")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from population.store import SQLITE_FULL, StoreFull
 
-CONFIG_FILE = "config.toml"
-STATE_FILE = "state.sqlite"
+from .run_folder import RunFolder
+
 MIN_FREE_MB = 10           # `run` and `resume` refuse to start with less free on the run's disk
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
@@ -40,8 +40,8 @@ def disk_full_reason(exc: BaseException | None) -> str | None:
 
 def disk_full(run_dir: Path, reason: str) -> int:
     """One line on stderr; exit status 1."""
-    then = (f"run `glia-evo resume {run_dir}`" if (run_dir / STATE_FILE).exists()
-            and (run_dir / CONFIG_FILE).exists() else "run the same command again")
+    then = (f"run `glia-evo resume {run_dir}`" if RunFolder(run_dir).holds_run()
+            else "run the same command again")
     print(f"glia-evo: the disk holding {run_dir} is full ({reason}); free some space and "
           f"{then}", file=sys.stderr, flush=True)
     return 1

@@ -41,6 +41,7 @@ from .run_state import ELAPSED_KEY, EVALUATIONS_KEY, LAST_MIGRATION_KEY, Budget,
 from .tracking import Tracker
 from .trials import Trials
 from .tuning_runs import Trial, TuningRuns
+from .run_folder import RunFolder
 
 
 __all__ = ["Budget", "Engine", "EngineError", "run_status"]
@@ -50,19 +51,19 @@ class Engine:
     def __init__(self, cfg: RunConfig, run_dir: Path, pool, progress=None):
         self.cfg, self.run_dir, self.pool = cfg, run_dir, pool
         self.problem = get_problem(cfg.problem)
-        self.store = Store(run_dir / "state.sqlite")
+        self.store = Store(RunFolder(run_dir).state)
         s = cfg.search
         self.islands = Islands(self.store, s.islands, s.island_capacity, cfg.seed,
                                tournament_size=s.tournament, selection=s.selection,
                                metric=self.problem.metric)
-        self.events = EventLog(run_dir / "events.jsonl")
+        self.events = EventLog(RunFolder(run_dir).events)
         self.tracker = (Tracker(run_dir, cfg.tracking.uri or None, run_name=cfg.name)
                         if cfg.tracking.enabled else None)
         self.bus = Bus()
         self.bus.subscribe(subscribers.event_log(self.events))
         if self.tracker is not None:
             self.bus.subscribe(subscribers.tracker(self.tracker, self.store))
-        self.bus.subscribe(subscribers.best_file(run_dir / "best.py", cfg.evaluation.split))
+        self.bus.subscribe(subscribers.best_file(RunFolder(run_dir).best, cfg.evaluation.split))
         if progress:
             self.bus.subscribe(subscribers.progress(progress, self.status))
         self.budget = Budget.of(cfg)

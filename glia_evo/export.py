@@ -18,6 +18,7 @@ from population import Candidate, Store, StoreError
 from .adapter import adapter_source
 from .hygiene import clean
 from .problems import get_problem
+from .run_folder import RunFolder
 
 HEADER_WIDTH = 96
 
@@ -162,7 +163,7 @@ def export(run_dir: Path, out: Path, candidate_id: str | None, problem_name: str
     """Write the module for `candidate_id` (default: the best candidate) and return it."""
     check_out(out)
     try:
-        store = Store(run_dir / "state.sqlite", create=False)
+        store = Store(RunFolder(run_dir).state, create=False)
     except StoreError as exc:
         raise ExportError(str(exc)) from None
     try:

@@ -14,13 +14,14 @@ from population import Store, StoreError
 
 from .parallel import evaluate_many
 from .problems import get_problem
+from .run_folder import RunFolder
 
 
 class ReportError(Exception):
     """Nothing to report on: one line for the user."""
 
 
-FILES = ("heldout.md", "heldout.json", "heldout.png", "fitness_over_time.png")
+FILES = RunFolder.REPORT_FILES
 
 
 def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int | None = None,
@@ -29,7 +30,7 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
     is called as simulations finish."""
     problem = get_problem(problem_name)
     try:
-        store = Store(run_dir / "state.sqlite", create=False)
+        store = Store(RunFolder(run_dir).state, create=False)
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     try:
@@ -70,11 +71,11 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
     from .verdict import verdict
     report["warnings"] = verdict(report)["warnings"]
     report["insights"] = run_insights(run_dir)
-    out = run_dir / "report"
+    out = RunFolder(run_dir).report
     try:
         out.mkdir(exist_ok=True)
-        (out / "heldout.json").write_text(json.dumps(report, indent=2))
-        (out / "heldout.md").write_text(markdown(report))
+        (out / RunFolder.HELDOUT_JSON).write_text(json.dumps(report, indent=2))
+        (out / RunFolder.HELDOUT_MD).write_text(markdown(report))
         _plots(out, report, history)
     except OSError as exc:      # e.g. a full disk: one line, not a traceback
         raise ReportError(f"cannot write the report to {out}: {exc.strerror or exc}") from exc
@@ -165,7 +166,7 @@ def run_insights(run_dir: Path) -> list[dict]:
     from .hygiene import clean
     from .run_state import INSIGHTS_KEY
     try:
-        store = Store(run_dir / "state.sqlite", create=False)
+        store = Store(RunFolder(run_dir).state, create=False)
     except StoreError:
         return []
     try:
@@ -206,7 +207,7 @@ def _plots(out: Path, report: dict, history: list[tuple]) -> None:
     ax.set_title("Best fitness over time per island")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "fitness_over_time.png", dpi=100)
+    fig.savefig(out / RunFolder.FITNESS_PNG, dpi=100)
     plt.close(fig)
 
     rows = [r for r in report["rows"] if r["status"] == "ok"]
@@ -226,5 +227,5 @@ def _plots(out: Path, report: dict, history: list[tuple]) -> None:
     ax.set_title(f"Best candidate vs baselines on the '{report['split']}' split")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
-    fig.savefig(out / "heldout.png", dpi=100)
+    fig.savefig(out / RunFolder.HELDOUT_PNG, dpi=100)
     plt.close(fig)

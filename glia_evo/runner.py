@@ -25,9 +25,10 @@ from population import Islands, Store, StoreError
 
 from . import config as config_mod, validation
 from .config import RunConfig
-from .disk import (CONFIG_FILE, STATE_FILE, check_free_space, disk_full, disk_full_reason,
+from .disk import (check_free_space, disk_full, disk_full_reason,
                    trim_partial_line)
 from .engine import Budget, Engine, EngineError, run_status
+from .run_folder import RunFolder
 
 
 
@@ -40,7 +41,7 @@ def start(cfg: RunConfig, progress: bool = True, report: bool = True) -> int:
     then fails to set up (an executor that cannot start, a store that cannot be created) leaves
     no run folder behind, so the same command runs once the cause is fixed."""
     run_dir = cfg.run_dir()
-    if (run_dir / STATE_FILE).exists():
+    if RunFolder(run_dir).state.exists():
         raise RunError(f"{run_dir} already holds a run: continue it with `glia-evo resume "
                        f"{run_dir}` or choose another folder with --out")
     check_llm(cfg)
@@ -51,7 +52,7 @@ def start(cfg: RunConfig, progress: bool = True, report: bool = True) -> int:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.out = str(run_dir)
-        cfg.dump(run_dir / CONFIG_FILE)
+        cfg.dump(RunFolder(run_dir).config)
     except OSError as exc:
         created.undo()
         if disk_full_reason(exc):
@@ -174,7 +175,7 @@ def resume(run_dir: Path, overrides: dict, progress: bool = True, report: bool =
     check_free_space(run_dir, "resume")
     if overrides:
         try:
-            cfg.dump(run_dir / CONFIG_FILE)
+            cfg.dump(RunFolder(run_dir).config)
         except OSError as exc:
             if disk_full_reason(exc):
                 return disk_full(run_dir, disk_full_reason(exc))
@@ -186,9 +187,11 @@ def resume(run_dir: Path, overrides: dict, progress: bool = True, report: bool =
 
 
 def load_run_config(run_dir: Path, overrides: dict | None = None) -> RunConfig:
-    if not (run_dir / STATE_FILE).exists() or not (run_dir / CONFIG_FILE).exists():
-        raise RunError(f"{run_dir} is not a glia-evo run folder (no {STATE_FILE} / {CONFIG_FILE})")
-    cfg = config_mod.load(run_dir / CONFIG_FILE, overrides, files=False)
+    folder = RunFolder(run_dir)
+    if not folder.holds_run():
+        raise RunError(f"{run_dir} is not a glia-evo run folder (no {folder.STATE} / "
+                       f"{folder.CONFIG})")
+    cfg = config_mod.load(folder.config, overrides, files=False)
     cfg.out = str(run_dir)
     return cfg
 
@@ -208,7 +211,7 @@ def resume_line(run_dir: Path, cfg: RunConfig, before: RunConfig, lifted: bool) 
     """The line that starts a resume: where the run stands and the budget that now applies."""
     done = used_min = None
     try:
-        store = Store(run_dir / STATE_FILE, create=False)
+        store = Store(RunFolder(run_dir).state, create=False)
         try:
             done = int(store.get_meta("evaluations", 0)) + int(store.get_meta("trials", 0))
             used_min = float(store.get_meta("elapsed_s", 0.0)) / 60
@@ -237,7 +240,7 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
     from .executors import make_executor
 
     try:
-        trim_partial_line(run_dir / "optuna.journal")
+        trim_partial_line(RunFolder(run_dir).tuning_journal)
     except OSError as exc:
         raise RunError(f"cannot repair {run_dir / 'optuna.journal'}: {exc}") from None
     display = Display(cfg, enabled=progress)
@@ -378,7 +381,7 @@ def choose_on_validation(cfg: RunConfig, run_dir: Path, engine: Engine) -> dict 
     if choice is None:
         return None
     cand = engine.store.get(choice["best"])
-    validation.write_best(run_dir / "best.py", cand, choice, cfg.evaluation.split)
+    validation.write_best(RunFolder(run_dir).best, cand, choice, cfg.evaluation.split)
     engine.bus.emit("validation", split=split, best=choice["best"],
                     train_best=choice["train_best"],
                     scores={i: round(v["fitness"], 6) for i, v in choice["scores"].items()
@@ -412,7 +415,7 @@ def _stop_disk_full(engine: Engine, run_dir: Path, reason: str) -> int:
         done = None
     _close(engine, tracking_timeout_s=10.0)
     if done is not None:
-        print(f"stopped: the disk is full. {done} evaluations saved in {run_dir / STATE_FILE}.")
+        print(f"stopped: the disk is full. {done} evaluations saved in {RunFolder(run_dir).state}.")
     sys.stdout.flush()
     return disk_full(run_dir, reason)
 
@@ -424,11 +427,11 @@ def report_at_end(cfg: RunConfig, run_dir: Path, tracker, progress: bool,
     130 when interrupted, else 0. `fresh=False` (nothing evaluated in this session) keeps a
     report already written for the same split."""
     from .heldout import FILES, ReportError, heldout, summary
-    out = run_dir / "report"
+    out = RunFolder(run_dir).report
     r = cfg.report
     if not fresh:
         try:
-            previous = json.loads((out / "heldout.json").read_text())
+            previous = json.loads((out / RunFolder.HELDOUT_JSON).read_text())
             if previous.get("split") == r.split and previous.get("baselines") == r.baselines:
                 print(f"report: up to date: {out / 'heldout.md'}", flush=True)
                 print_verdict(previous, cfg.evaluation.split)
@@ -548,7 +551,7 @@ def llm_line(u: dict) -> str:
 def status(run_dir: Path) -> dict:
     cfg = load_run_config(run_dir)
     try:
-        store = Store(run_dir / STATE_FILE, create=False)
+        store = Store(RunFolder(run_dir).state, create=False)
     except StoreError as exc:
         raise RunError(str(exc)) from None
     try:

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from .lineage import lineage_html, lineage_json
+from .run_folder import RunFolder
 
 log = logging.getLogger("glia_evo.tracking")
 EXPERIMENT = "glia-evo"
@@ -63,7 +64,7 @@ class Tracker:
                  retry_s: float = 2.0):
         self.run_dir = run_dir
         self.uri = tracking_uri or default_uri(run_dir)
-        self.backlog = run_dir / "tracking_backlog"
+        self.backlog = RunFolder(run_dir).backlog
         self.backlog.mkdir(exist_ok=True)
         (self.backlog / STOP_FILE).unlink(missing_ok=True)
         (run_dir / STATUS_FILE).unlink(missing_ok=True)     # a previous session's verdict
@@ -72,7 +73,7 @@ class Tracker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "glia_evo.tracking", str(run_dir), self.uri, run_name,
              str(retry_s)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(run_dir / "tracking.log", "a"), start_new_session=False)
+            stderr=open(RunFolder(run_dir).tracking_log, "a"), start_new_session=False)
         try:      # at once, before its imports run (main() lowers it too, for other callers)
             os.setpriority(os.PRIO_PROCESS, self.proc.pid, NICE)
         except OSError:
@@ -148,7 +149,7 @@ def drain_seconds() -> float:
 
 
 def backlog_size(run_dir: Path) -> int:
-    return len(list((Path(run_dir) / "tracking_backlog").glob("*.json")))
+    return len(list(RunFolder(run_dir).backlog.glob("*.json")))
 
 
 def drain(run_dir: Path, tracking_uri: str | None = None, run_name: str = "search",
@@ -157,7 +158,7 @@ def drain(run_dir: Path, tracking_uri: str | None = None, run_name: str = "searc
     process still draining it (the backlog's lock), stops after `attempts` failed rounds.
     Returns how many records are left (0: all logged)."""
     run_dir = Path(run_dir)
-    backlog = run_dir / "tracking_backlog"
+    backlog = RunFolder(run_dir).backlog
     if not backlog.is_dir():
         return 0
     proc = TrackerProcess(run_dir, tracking_uri or default_uri(run_dir), run_name, retry_s,
@@ -219,7 +220,7 @@ class TrackerProcess:
         self.uri = uri
         self.run_name = run_name
         self.retry_s = retry_s
-        self.backlog = run_dir / "tracking_backlog"
+        self.backlog = RunFolder(run_dir).backlog
         self._client = None
         self._known: dict | None = None
         self.parent_run_id: str | None = None
@@ -276,11 +277,11 @@ class TrackerProcess:
         made under a temporary name and renamed when complete: a kill halfway through MLflow's
         schema migrations would leave a database MLflow can never open again ("duplicate
         column name")."""
-        db = self.run_dir / "mlflow.db"
+        db = RunFolder(self.run_dir).mlflow_db
         if not self.uri.startswith("sqlite:") or self.uri != default_uri(self.run_dir) \
                 or db.exists():
             return
-        tmp = self.run_dir / "mlflow.db.init"
+        tmp = RunFolder(self.run_dir).path / (RunFolder.MLFLOW_DB + ".init")
         tmp.unlink(missing_ok=True)
         template = _template_path()
         if template is not None:
@@ -320,7 +321,7 @@ class TrackerProcess:
         if exp is None:
             location = None
             if self.uri.startswith("sqlite:"):
-                location = (self.run_dir / "mlartifacts").resolve().as_uri()
+                location = RunFolder(self.run_dir).mlflow_artifacts.resolve().as_uri()
             exp_id = client.create_experiment(EXPERIMENT, artifact_location=location)
         else:
             exp_id = exp.experiment_id
@@ -444,7 +445,7 @@ class TrackerProcess:
         for the same candidate does no harm."""
         from population import Store
         known = self._candidate_runs()
-        store = Store(self.run_dir / "state.sqlite", create=False)
+        store = Store(RunFolder(self.run_dir).state, create=False)
         try:
             missing = [c for c in store.all() if c.status != "pending" and c.id not in known]
             for cand in missing:
@@ -497,7 +498,7 @@ def _experiments_text(run_dir: Path, cand: dict) -> str | None:
     cid = str(cand.get("id", ""))
     if cid.isalnum():
         try:
-            return (run_dir / "experiments" / f"{cid}.md").read_text(encoding="utf-8")
+            return RunFolder(run_dir).experiment_record(cid).read_text(encoding="utf-8")
         except OSError:
             pass
     from .research import experiments_markdown

@@ -49,6 +49,7 @@ from population import DERIVED_OPERATORS, Candidate
 
 from .jobs import EvalJob
 from .tuning import Tuner, with_knob_values
+from .run_folder import RunFolder
 
 ACTIVE_KEY = "tuning_active"
 STATS_KEY = "tuning_stats"       # what tuning cost and gained (see `new_stats`)
@@ -203,7 +204,7 @@ class TuningRuns:
         self.cfg = cfg
         self.store = store
         self.islands = islands
-        self.journal = run_dir / "optuna.journal"
+        self.journal = RunFolder(run_dir).tuning_journal
         self.knob_spec_of = knob_spec_of
         self.study: Study | None = None
         self.problem = None

@@ -26,6 +26,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from .run_folder import RunFolder
+
 DEFAULT_PORT = 5000
 PORTS_TRIED = 50            # without --port: 5000, 5001, ... 5049
 HOST = "127.0.0.1"
@@ -36,8 +38,8 @@ class UIError(Exception):
 
 
 def command(run_dir: Path, port: int) -> list[str]:
-    db = (run_dir / "mlflow.db").resolve()
-    artifacts = (run_dir / "mlartifacts").resolve()
+    db = RunFolder(run_dir).mlflow_db.resolve()
+    artifacts = RunFolder(run_dir).mlflow_artifacts.resolve()
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
             "--default-artifact-root", artifacts.as_uri(), "--host", HOST,
             "--port", str(port), "--workers", "1"]
@@ -197,7 +199,7 @@ class _Stop(Exception):
 
 
 def serve(run_dir: Path, port: int | None = None) -> int:
-    db = run_dir / "mlflow.db"
+    db = RunFolder(run_dir).mlflow_db
     if not db.exists():
         raise FileNotFoundError(f"{run_dir} has no MLflow store (mlflow.db): was it run with "
                                 f"tracking on?")

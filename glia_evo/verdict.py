@@ -14,6 +14,8 @@ import json
 import math
 from pathlib import Path
 
+from .run_folder import RunFolder
+
 DROP_WARNING = 0.10        # a held-out fitness more than 10 % below the train fitness
 
 
@@ -77,7 +79,7 @@ def verdict(report: dict, train_split: str | None = None) -> dict:
 def read_report(run_dir: Path) -> dict | None:
     """The run's last held-out report (report/heldout.json), or None."""
     try:
-        data = json.loads((Path(run_dir) / "report" / "heldout.json").read_text())
+        data = json.loads((RunFolder(run_dir).heldout_json).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("rows") else None

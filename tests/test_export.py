@@ -27,8 +27,10 @@ import random
 mod.rng = random.Random(0)
 knobs = {k: v[0] for k, v in getattr(mod, "KNOBS", {}).items()}
 R = types.SimpleNamespace
-replicas = [R(id=i, state="ready", num_pending=i, num_active=2 * i, free_blocks=100 - i,
-              used_blocks=i, num_blocks=100, block_size=16, pending=[], active=[])
+# every attribute a policy may read from a replica view (sim/views.py ReplicaView)
+replicas = [R(id=i, gpu="A10", state="ready", num_pending=i, num_active=2 * i,
+              free_blocks=100 - i, used_blocks=i, num_blocks=100, block_size=16,
+              chunk_size=8192, max_batch=128, pending=[], active=[])
             for i in range(3)]
 queue = [R(id=7, arrival_time=0.0, prompt_tokens=50, processed_tokens=0, generated_tokens=0,
            restarts=0)]
@@ -59,6 +61,10 @@ def test_export_best_runs_standalone_and_reproduces_fitness(tmp_path):
     assert "The reference baseline of the routing problem" not in text   # the seed's docstring
     assert f'"""glia-evo policy {best.id} for the routing problem' in text
 
+    from sim.views import ReplicaView
+    public = {n for n in ReplicaView.__slots__ if not n.startswith("_")} | {
+        n for n, v in vars(ReplicaView).items() if isinstance(v, property)}
+    assert all(f"{n}=" in STANDALONE for n in public)     # the fake replica is complete
     isolated = subprocess.run([sys.executable, "-I", "-S", "-c", STANDALONE, str(out)],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert isolated.returncode == 0, isolated.stderr
