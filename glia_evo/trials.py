@@ -90,17 +90,17 @@ class Trials:
 
     def _told(self, trial: Trial, result, *, cut: bool = False, reused: bool = False):
         study = self.tuning.study
-        share = self.tuning.share()
         self.bus.emit("trial", candidate=study.cand.id, trial=trial.number,
                       knobs=trial.knobs, status=result.status, fitness=result.fitness,
                       seconds=round(result.duration_s, 3), cut=cut, reused=reused)
         child = self.tuning.told(trial, result, cut=cut, reused=reused)
         if self.tuning.study is None:
             self._concluded(study, child, result)
-            stats = self.tuning.stats()
-            if self.tuning.share(stats) != share:
-                self.bus.emit("tuning_share", share=round(self.tuning.share(stats), 3),
-                              studies=stats["studies"], improved=stats["improved"])
+            stats = self.tuning.stats()     # the share trials may take from now on
+            self.bus.emit("tuning_share", share=round(self.tuning.share(stats), 3),
+                          studies=stats["studies"], improved=stats["improved"],
+                          used=round(stats["trial_work"] / max(1, stats["trial_work"] +
+                                                               stats["candidate_work"]), 3))
 
     def conclude_reopened(self) -> None:
         """A study whose last trials were told (or lost) just before a kill: close it now; a
