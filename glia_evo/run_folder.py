@@ -18,6 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _at(*parts: str) -> property:
+    """A path in the run folder, as a read-only attribute."""
+    return property(lambda self: self.path.joinpath(*parts))
+
+
 class RunFolder:
     CONFIG = "config.toml"
     STATE = "state.sqlite"
@@ -36,62 +41,27 @@ class RunFolder:
     MLFLOW_DB = "mlflow.db"
     MLFLOW_ARTIFACTS = "mlartifacts"
 
+    config = _at(CONFIG)
+    state = _at(STATE)
+    events = _at(EVENTS)
+    best = _at(BEST)
+    tuning_journal = _at(TUNING_JOURNAL)
+    experiments = _at(EXPERIMENTS)
+    report = _at(REPORT)
+    heldout_json = _at(REPORT, HELDOUT_JSON)
+    backlog = _at(BACKLOG)
+    tracking_log = _at(TRACKING_LOG)
+    mlflow_db = _at(MLFLOW_DB)
+    mlflow_artifacts = _at(MLFLOW_ARTIFACTS)
+
     def __init__(self, path):
         self.path = Path(path)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
-    @property
-    def config(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def state(self) -> Path:
-        return self.path / self.STATE
-
-    @property
-    def events(self) -> Path:
-        return self.path / self.EVENTS
-
-    @property
-    def best(self) -> Path:
-        return self.path / self.BEST
-
-    @property
-    def tuning_journal(self) -> Path:
-        return self.path / self.TUNING_JOURNAL
-
-    @property
-    def experiments(self) -> Path:
-        return self.path / self.EXPERIMENTS
-
     def experiment_record(self, candidate_id: str) -> Path:
         return self.experiments / f"{candidate_id}.md"
-
-    @property
-    def report(self) -> Path:
-        return self.path / self.REPORT
-
-    @property
-    def heldout_json(self) -> Path:
-        return self.report / self.HELDOUT_JSON
-
-    @property
-    def backlog(self) -> Path:
-        return self.path / self.BACKLOG
-
-    @property
-    def tracking_log(self) -> Path:
-        return self.path / self.TRACKING_LOG
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.path / self.MLFLOW_DB
-
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.path / self.MLFLOW_ARTIFACTS
 
     def holds_run(self) -> bool:
         """A run was started here: its state and its configuration exist."""
