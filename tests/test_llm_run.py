@@ -131,7 +131,14 @@ def test_llm_search_improves_recovers_repairs_and_steers(tmp_path, server):
     children = [c for c in cands if c.operator == "llm"]
     assert {c.extra["form"] for c in children} == {"diff", "full"}
     assert all(c.model == MODEL and c.extra["hypothesis"] and c.rationale for c in children)
-    assert (out / "best.py").read_text().endswith("\n" + best.source)    # after its header
+    # best.py: the program the run chose (on validation, among the fittest on train), after
+    # a header that names it
+    import re
+    text = (out / "best.py").read_text()
+    chosen = re.match(r"# glia-evo: the run's best, (c\d+), chosen on the 'validation'", text)
+    assert chosen, text.splitlines()[0]
+    by_id = {c.id: c for c in cands}
+    assert text.endswith("\n" + by_id[chosen.group(1)].source)
     assert meta["evaluations"] == 14 and len(cands) == 14
 
     # retries: 429 (after its Retry-After), 500 and the hung call were each tried again
@@ -157,10 +164,15 @@ def test_llm_search_improves_recovers_repairs_and_steers(tmp_path, server):
     assert len(repairs) == 2 and all("could not be used" in r["messages"][-1]["content"]
                                      for r in repairs)
 
-    # tokens: the run's counters are the sum of what the server reported
+    # tokens: the run's counters are the sum of what the server reported, plus, for the call
+    # the client gave up on (the hang), its estimated prompt and max_tokens (the server may
+    # still be answering it)
+    from glia_evo.llm.client import _estimate_prompt
     served = [r for r in log if r.get("usage")]
-    assert usage["calls"] == len(served)
-    assert usage["tokens"] == sum(sum(r["usage"]) for r in served)
+    abandoned = [r for r in log if r["action"] == "hang"]
+    assert usage["calls"] == len(served) and abandoned
+    assert usage["tokens"] == sum(sum(r["usage"]) for r in served) + sum(
+        _estimate_prompt(r["messages"]) + r["body"]["max_tokens"] for r in abandoned)
     status = json.loads(subprocess.run([sys.executable, "-m", "glia_evo.cli", "status",
                                         str(out), "--json"], capture_output=True,
                                        text=True).stdout)
