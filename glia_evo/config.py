@@ -92,6 +92,10 @@ class LLMConfig:
     experiments: int = 0             # tool calls a Researcher may make before it proposes; 0 = none
     experiment_requests: int = 50000  # simulated requests per proposal (all its experiments)
     experiment_tokens: int = 0       # prompt + completion tokens per research turn; 0 = no limit
+    # the model's context in tokens: a Researcher prompt that would not fit (with room for the
+    # answer) drops inspirations, then shortens notes and summaries; 0 = what a llama.cpp-style
+    # server says (GET /props), else no limit
+    context_tokens: int = 0
 
     def weights(self) -> dict[str, float]:
         return {str(k): float(v) for k, v in self.models.items()}
@@ -281,6 +285,7 @@ RANGES: dict[str, Range] = {
     "llm.backoff_max_s": Range(0, 3600, note="seconds"),
     "llm.temperature": Range(-1, 10, note="< 0: not sent"),
     "llm.max_output_tokens": Range(0, 10**7, note="0: not sent"),
+    "llm.context_tokens": Range(0, 10**8, note="0 = what the server says, else no limit"),
     "llm.concurrency": Range(0, MAX_WORKERS, note="0 = automatic"),
     "llm.offline_fraction": Range(0, 1),
     "llm.supervisor_interval": Range(0, MAX_EVALUATIONS, note="0 = no reviews"),

@@ -118,7 +118,8 @@ class Crew:
         self.researcher = Researcher(self.client, problem, prompts,
                                      summary_wait_s=c.timeout_s * (c.max_retries + 1) + 5,
                                      tools=self.tools,
-                                     experiments=c.experiments if self.tools else 0)
+                                     experiments=c.experiments if self.tools else 0,
+                                     context_tokens=c.context_tokens or self.server["context"])
         self.analyst = LLMAnalyst(self.client, problem, prompts)
         self.supervisor = Supervisor(self.client, problem, prompts)
         self.research: list[Task] = []

@@ -193,3 +193,24 @@ def test_llm_config_roundtrip(tmp_path):
     cfg.dump(tmp_path / "c.toml")
     from glia_evo.config import load
     assert load(tmp_path / "c.toml").to_dict() == cfg.to_dict()
+
+
+def test_a_short_context_gets_the_short_prompt_that_fits_it():
+    """With the model's context known, the prompt keeps room for the answer: inspirations go
+    first, then notes and summaries are shortened; unknown context: the full prompt."""
+    from glia_evo.llm.agents import _tokens
+    snap = snapshot(inspirations=[snapshot().inspirations[0]] * 3, notes="N" * 5000)
+    full = Researcher(FakeClient([]), get_problem("routing"), Prompts()).messages(snap)
+    assert full[1]["content"].count("INSP-WHY") == 3 and "N" * 5000 in full[1]["content"]
+    client = FakeClient([])
+    client.cfg = LLMConfig(max_output_tokens=1024)
+    for context in (_tokens(full) + 1024 - 900, _tokens(full) // 2 + 1024):
+        short = Researcher(client, get_problem("routing"), Prompts(),
+                           context_tokens=context).messages(snap)
+        assert _tokens(short) <= context - min(1024, context // 2) - 64   # room for the answer
+        assert short[1]["content"].count("INSP-WHY") < 3
+        for part in ("c000007", "for req in queue:", "def route(queue, replicas, now, knobs)"):
+            assert part in short[0]["content"] + short[1]["content"], part   # what it must see
+    roomy = Researcher(client, get_problem("routing"), Prompts(),
+                       context_tokens=_tokens(full) + 2000).messages(snap)
+    assert roomy == full

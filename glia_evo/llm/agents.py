@@ -199,6 +199,15 @@ def _outcome_of(exc: LLMError) -> str:
     return "error"
 
 
+def _tokens(messages: list[dict]) -> int:
+    """A prompt's tokens at ~4 characters per token."""
+    return sum(len(m["content"]) for m in messages) // 4 + 1
+
+
+def _cut(text: str, chars: int) -> str:
+    return text if len(text) <= chars else text[:chars].rstrip() + " [...]"
+
+
 class Researcher:
     """Proposes children. With `tools` (glia_evo.research.make_tools) and `experiments` K > 0,
     a proposal is a research turn: hypothesis, up to K experiments (simulate, request_log,
@@ -206,8 +215,9 @@ class Researcher:
     protocol), a CONCLUSION, then the code; `experiments = 0` is the plain proposal."""
 
     def __init__(self, client, problem, prompts: Prompts, summary_wait_s: float = 600.0, *,
-                 tools=None, experiments: int = 0):
+                 tools=None, experiments: int = 0, context_tokens: int | None = None):
         self.client = client
+        self.context_tokens = context_tokens or None
         self.problem = problem
         self.prompts = prompts
         self.summary_wait_s = summary_wait_s
@@ -250,13 +260,42 @@ class Researcher:
         return answer
 
     def messages(self, snap: ResearchSnapshot) -> list[dict]:
+        """The Researcher's prompt; with a known context size, the short variant that fits it
+        (room kept for the answer): inspirations dropped from the last, then the notes and the
+        parent's summary shortened."""
+        msgs = self._messages(snap, len(snap.inspirations), None)
+        budget = self._prompt_budget()
+        if budget is None:
+            return msgs
+        for keep in range(len(snap.inspirations) - 1, -1, -1):
+            if _tokens(msgs) <= budget:
+                return msgs
+            msgs = self._messages(snap, keep, None)
+        for chars in (1200, 400, 120):
+            if _tokens(msgs) <= budget:
+                break
+            msgs = self._messages(snap, 0, chars)
+        return msgs
+
+    def _prompt_budget(self) -> int | None:
+        if not self.context_tokens:
+            return None
+        answer = int(getattr(getattr(self.client, "cfg", None), "max_output_tokens", 0) or 0)
+        return max(1, self.context_tokens - min(answer, self.context_tokens // 2) - 64)
+
+    def _messages(self, snap: ResearchSnapshot, inspirations_kept: int,
+                  short: int | None) -> list[dict]:
         p = self.problem
         parent = snap.parent
         inspirations = "\n\n".join(
             self.prompts.render("inspiration", id=c.id, fitness=_fitness(c.fitness),
                                 rationale=change_of(c), reasoning=self._summary(snap, c),
                                 source=c.source.rstrip())
-            for c in snap.inspirations) or "(none yet)"
+            for c in snap.inspirations[:inspirations_kept]) or "(none yet)"
+        notes = snap.notes.strip() or NOTES_NONE
+        reasoning = self._summary(snap, parent)
+        if short is not None:
+            notes, reasoning = _cut(notes, short), _cut(reasoning, short)
         system = self.prompts.render(
             "researcher_system", problem=p.name,
             entrypoints=", ".join(f"`{e}`" for e in p.entrypoints),
@@ -264,11 +303,11 @@ class Researcher:
             example=self.example)
         user = self.prompts.render(
             "researcher", problem=p.name, description=p.description.strip(),
-            notes=snap.notes.strip() or NOTES_NONE, parent_id=parent.id, island=snap.island,
+            notes=notes, parent_id=parent.id, island=snap.island,
             generation=parent.generation, parent_fitness=_fitness(parent.fitness),
             parent_status=parent.status, parent_rationale=change_of(parent),
             parent_metrics=metrics_lines(parent.metrics, p),
-            parent_reasoning=self._summary(snap, parent), parent_source=parent.source.rstrip(),
+            parent_reasoning=reasoning, parent_source=parent.source.rstrip(),
             inspirations=inspirations)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
