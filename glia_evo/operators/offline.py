@@ -186,11 +186,16 @@ def crossover(tree, rng, other) -> str:
                 knobs = ensure_knobs(tree)
                 knobs.keys.append(copy.deepcopy(k))
                 knobs.values.append(copy.deepcopy(v))
+    _bring_imports(tree, other)
+    return f"crossover: took {how}"
+
+
+def _bring_imports(tree: ast.Module, other: ast.Module) -> None:
+    """The other parent's imports, into `tree` (what is carried over may use them)."""
     for n in other.body:
         if isinstance(n, ast.Import):
             for a in n.names:
                 ensure_import(tree, a.name)
-    return f"crossover: took {how}"
 
 
 def _wrappers(tree: ast.Module) -> list[tuple[str, str, list]]:
@@ -272,10 +277,7 @@ def rule_crossover(tree, rng, other) -> str:
                 else:
                     knobs.keys.append(copy.deepcopy(k))
                     knobs.values.append(copy.deepcopy(v))
-    for n in other.body:
-        if isinstance(n, ast.Import):
-            for a in n.names:
-                ensure_import(tree, a.name)
+    _bring_imports(tree, other)
     return f"rule crossover: {how} the other parent's rule {rule}() in {entry}()"
 
 
