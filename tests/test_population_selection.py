@@ -31,24 +31,25 @@ def test_lexicase_selects_specialists_a_tournament_never_picks(tmp_path):
     store.close()
 
 
-def test_lexicase_is_a_deterministic_function_of_the_stored_rng_state(tmp_path):
-    store = Store(tmp_path / "s.sqlite")
+def _six_members(path):
+    """One lexicase island of 6 members with per-instance scores drawn from a fixed rng."""
+    store = Store(path)
     islands = Islands(store, 1, 8, rng=7, selection="lexicase", metric="mean_e2e_s")
     rng = np.random.default_rng(1)
     for i in range(6):
         _member(store, islands, 1.0 + i / 10, {f"x#{j}": float(rng.uniform(1, 9))
                                                for j in range(4)})
+    return store, islands
+
+
+def test_lexicase_is_a_deterministic_function_of_the_stored_rng_state(tmp_path):
+    store, islands = _six_members(tmp_path / "s.sqlite")
     first = [islands.select_parent(0).id for _ in range(5)]
     # a resumed run opens the islands again from the store: the sequence goes on
     again = Islands(store, 1, 8, rng=7, selection="lexicase", metric="mean_e2e_s")
     rest = [again.select_parent(0).id for _ in range(5)]
     store.close()
-    store2 = Store(tmp_path / "t.sqlite")
-    fresh = Islands(store2, 1, 8, rng=7, selection="lexicase", metric="mean_e2e_s")
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        _member(store2, fresh, 1.0 + i / 10, {f"x#{j}": float(rng.uniform(1, 9))
-                                              for j in range(4)})
+    store2, fresh = _six_members(tmp_path / "t.sqlite")
     assert [fresh.select_parent(0).id for _ in range(10)] == first + rest
     store2.close()
 
