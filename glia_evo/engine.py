@@ -38,7 +38,7 @@ from .lineage import lineage_record
 from .problems import get_problem
 from .proposals import STARTED, Proposals
 from .run_state import ELAPSED_KEY, EVALUATIONS_KEY, LAST_MIGRATION_KEY, Budget, run_status
-from .tracking import Tracker
+from .tracking import LINEAGE_EVERY, Tracker
 from .trials import Trials
 from .tuning_runs import Trial, TuningRuns
 from .run_folder import RunFolder
@@ -159,6 +159,8 @@ class Engine:
         if self.crew is not None:
             self.crew.maybe_analyse(cand, parent, self.stopping)
         self._maybe_migrate()
+        if self.tracker is not None and self.evaluations % LINEAGE_EVERY == 0:
+            self.tracker.lineage(*self._lineage())      # the UI's lineage page, during the run
         if self.crew is not None:
             self.crew.maybe_supervise(self.evaluations, self._why_stop())
         best = self.islands.best()
@@ -266,13 +268,16 @@ class Engine:
         if best is not None:
             self.bus.emit("best", best)
         if self.tracker is not None:
-            everything = [lineage_record(c) for c in self.store.all() if c.status != "pending"]
             self.tracker.finish_search(
-                [{"id": c.id, "fitness": c.fitness, "operator": c.operator, "island": c.island}
-                 for c in self.islands.leaderboard(20)],
-                everything, best.to_dict() if best else None,
+                *self._lineage(), best.to_dict() if best else None,
                 status="KILLED" if self.stopping in ("interrupted", "terminated") else "FINISHED")
         return why
+
+    def _lineage(self) -> tuple[list, list]:
+        """(leaderboard, every finished candidate's lineage record) for the tracker."""
+        return ([{"id": c.id, "fitness": c.fitness, "operator": c.operator, "island": c.island}
+                 for c in self.islands.leaderboard(20)],
+                [lineage_record(c) for c in self.store.all() if c.status != "pending"])
 
     def _wait_any(self) -> None:
         """Wait until the oldest evaluation or any LLM call is done (or, with no evaluation to

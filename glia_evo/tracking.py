@@ -49,6 +49,7 @@ def metric_key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-. :/" else "/" for ch in name)
 
 
+LINEAGE_EVERY = 10        # evaluations between the lineage page's updates during a run
 DRAIN_ENV = "GLIA_EVO_TRACKING_DRAIN_S"    # the most the engine waits for the backlog at exit
 DEFAULT_DRAIN_S = 2.0
 NICE = 19                                 # the logging process's scheduling priority
@@ -93,6 +94,11 @@ class Tracker:
 
     def candidate(self, cand: dict, parent_source: str | None) -> None:
         self.enqueue("candidate", candidate=cand, parent_source=parent_source)
+
+    def lineage(self, leaderboard: list[dict], candidates: list[dict]) -> None:
+        """The leaderboard and lineage page as the run stands (logged every LINEAGE_EVERY
+        evaluations, so the UI shows them during the run, not only when a session ends)."""
+        self.enqueue("lineage", leaderboard=leaderboard, candidates=candidates)
 
     def finish_search(self, leaderboard: list[dict], candidates: list[dict], best: dict | None,
                       status: str = "FINISHED") -> None:
@@ -362,6 +368,8 @@ class TrackerProcess:
             self._log_candidate(item["candidate"], item.get("parent_source"))
         elif kind == "finish":
             self._log_finish(item)
+        elif kind == "lineage":
+            self._log_lineage(item)
         elif kind == "sync":
             self._log_sync()
         elif kind == "files":
@@ -419,7 +427,7 @@ class TrackerProcess:
                                             cand["source"].splitlines(True),
                                             "parent/program.py", "program.py"))
         files = {"program.py": cand["source"], "reasoning.md": cand.get("reasoning") or "",
-                 "rationale.md": cand.get("rationale") or "", "diff.patch": diff,
+                 "rationale.md": cand.get("rationale") or "", "diff.txt": diff,
                  "report.json": json.dumps(report, indent=2, default=str)}
         research = _experiments_text(self.run_dir, cand)
         if research:                # a child of a research turn: its experiments (issue 18)
@@ -482,10 +490,14 @@ class TrackerProcess:
             client.log_batch(parent, metrics=[Metric("best_fitness", float(best["fitness"]),
                                                      now, 0)])
             client.log_text(parent, best["source"], "best.py")
+        self._log_lineage(item)
+        client.set_terminated(parent, item.get("status", "FINISHED"))
+
+    def _log_lineage(self, item: dict) -> None:
+        client, parent = self._client, self._parent()
         client.log_text(parent, json.dumps(item["leaderboard"], indent=2), "leaderboard.json")
         client.log_text(parent, lineage_json(item["candidates"]), "lineage.json")
         client.log_text(parent, lineage_html(item["candidates"]), "lineage.html")
-        client.set_terminated(parent, item.get("status", "FINISHED"))
 
 
 def _experiments_text(run_dir: Path, cand: dict) -> str | None:

@@ -112,7 +112,7 @@ def test_mlflow_server_shows_the_search_and_every_candidate(tmp_path):
         server.stop()
     arts = run / "mlartifacts"
     assert list(arts.rglob("lineage.html")) and list(arts.rglob("lineage.json"))
-    assert list(arts.rglob("program.py")) and list(arts.rglob("diff.patch"))
+    assert list(arts.rglob("program.py")) and list(arts.rglob("diff.txt"))
     assert list(arts.rglob("reasoning.md")) and list(arts.rglob("report.json"))
 
 
@@ -217,3 +217,35 @@ def test_the_drain_at_exit_is_bounded(monkeypatch):
     assert tracking.drain_seconds() == 2.5
     monkeypatch.setenv(tracking.DRAIN_ENV, "soon")
     assert tracking.drain_seconds() == tracking.DEFAULT_DRAIN_S
+
+
+def test_the_lineage_page_is_logged_during_the_run_not_only_at_its_end(tmp_path):
+    """A run killed after its tenth evaluation never finishes its session, yet MLflow has its
+    lineage page and leaderboard (logged every LINEAGE_EVERY evaluations) once the backlog is
+    logged (`glia-evo track`)."""
+    import os
+    import signal
+    import time
+    from cli_helpers import start_run
+    from glia_evo.tracking import LINEAGE_EVERY
+    cfg = tmp_path / "trk.toml"
+    cfg.write_text(config(40, tuning=False))
+    run = tmp_path / "run"
+    proc = start_run(cfg, run, capture=False)
+    deadline = time.time() + 600
+    events = run / "events.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        done = events.read_text().count('"event": "evaluation"') if events.exists() else 0
+        if done > LINEAGE_EVERY:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert done > LINEAGE_EVERY
+    res = glia("track", str(run))
+    assert res.returncode == 0, res.stderr
+    pages = list((run / "mlartifacts").rglob("lineage.html"))
+    assert pages and list((run / "mlartifacts").rglob("leaderboard.json"))
+    page = pages[0].read_text()
+    import re
+    assert len(set(re.findall(r"c\d{6}", page))) >= LINEAGE_EVERY     # the candidates so far
