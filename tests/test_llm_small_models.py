@@ -348,8 +348,11 @@ def test_mixed_mode_never_leaves_workers_waiting_for_the_model(tmp_path):
 def _idle_share(out, workers):
     from glia_evo.events import read_events
     evs = list(read_events(out / "events.jsonl"))
-    t = [e["t"] for e in evs if "t" in e] or [0]
-    wall = max(t) - min(t)
+    # the search's window: first proposal to last result (not the validation choice and the
+    # report that follow it, when no worker is meant to be busy)
+    start = [e["t"] for e in evs if e["event"] in ("proposal", "evaluation")] or [0]
+    end = [e["t"] for e in evs if e["event"] == "evaluation"] or [0]
+    wall = max(end) - min(start)
     busy = sum(e.get("seconds") or 0 for e in evs if e["event"] == "evaluation")
     return max(0.0, 1 - busy / (workers * wall)) if wall else 0.0
 
