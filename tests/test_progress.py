@@ -8,21 +8,26 @@ from cli_helpers import run_glia as glia, small_run_toml
 
 
 def test_the_count_includes_tuning_trials_and_shows_an_eta(tmp_path):
+    from sim.policies import baseline_source
+    from glia_evo.tuning import with_knob_values
+    mis_tuned = tmp_path / "mis_tuned_hra.py"      # knobs that matter: its study gets trials
+    mis_tuned.write_text(with_knob_values(baseline_source("routing", "hra"),
+                                          {"headroom": 2.0, "min_free": 0.2}))
     cfg = tmp_path / "t.toml"
-    cfg.write_text(small_run_toml("t", 12, tuning={"enabled": True, "trials": 3,
-                                                   "top_fraction": 1.0}))
+    cfg.write_text(small_run_toml("t", 24, search={"seeds": [str(mis_tuned), "llq"]},
+                                  tuning={"enabled": True, "trials": 3, "top_fraction": 1.0}))
     run = tmp_path / "run"
     proc = glia("run", str(cfg), "--out", str(run))     # not a terminal: plain log lines
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("[")]
     counts = [tuple(map(int, re.match(r"\[(\d+)/(\d+)\]", ln).groups())) for ln in lines]
-    assert all(total == 12 and done <= 12 for done, total in counts)
+    assert all(total == 24 and done <= 24 for done, total in counts)
     assert all(" | eta " in ln for ln in lines)
     status = json.loads(glia("status", str(run), "--json").stdout)
     assert status["tuning_trials"] > 0, "the test needs a run that tunes"
-    assert counts[-1][0] == status["evaluations"] + status["tuning_trials"] == 12
+    assert counts[-1][0] == status["evaluations"] + status["tuning_trials"] == 24
     assert any("trials" in ln for ln in lines)
-    assert "stopped: evaluation budget of 12 reached" in proc.stdout
+    assert "stopped: evaluation budget of 24 reached" in proc.stdout
     human = glia("status", str(run)).stdout
     assert "budget left: 0 evaluations (tuning trials count too)" in human
 
