@@ -60,6 +60,7 @@ islands = {islands}
 island_capacity = 10
 seeds = ["llq"]
 migration_interval = 20
+validate_top = {validate_top}
 [budget]
 minutes = 60.0
 max_evaluations = {candidates}
@@ -184,6 +185,7 @@ def run_engine(engine: str, url: str, args, tmp: Path, round_no: int, env: dict)
     else:
         cfg = out / "bench.toml"
         cfg.write_text(GLIA_CONFIG.format(islands=args.islands, candidates=args.candidates,
+                                          validate_top=args.validate_top,
                                           workers=args.workers, url=url,
                                           tracking="false" if engine == "glia-notrack"
                                           else "true"))
@@ -310,6 +312,10 @@ def main() -> None:
     ap.add_argument("--islands", type=int, default=2)
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--keep", action="store_true", help="keep the run folders")
+    ap.add_argument("--validate-top", type=int, default=0,
+                    help="glia-evo's search.validate_top (default 0: like OpenEvolve, the best is "
+                         "the fittest on the training split; 6 is glia-evo's default, which adds "
+                         "that many evaluations on the validation split after the search)")
     ap.add_argument("--json", type=Path, help="also write the raw measurements here")
     args = ap.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
