@@ -129,19 +129,18 @@ def _current_program(messages: list[dict]) -> str:
 
 
 def openevolve_answer(record: dict):
-    """A SEARCH/REPLACE diff on OpenEvolve's current program, new each time (like the Researcher
-    script glia-evo gets: shortest prompt first, with a unique tie-break constant)."""
+    """The same scripted mutation glia-evo's Researcher gets (tests/llm_scripts.child_change),
+    as a SEARCH/REPLACE diff on OpenEvolve's current program, so both engines evaluate the same
+    kinds of programs (shortest prompt first on LLQ, then head-room admission and its variants)."""
+    import llm_scripts
     from llm_server import Reply
     _COUNTER["n"] += 1
-    factor = f"{1 + _COUNTER['n'] / 1000:.3f}"
     program = _current_program(record["messages"])
-    m = re.search(r"^    for req in .*:$", program, re.M)
-    if m:
-        new = (f"    for req in sorted(queue, key=lambda q: (q.prompt_tokens * {factor}, "
-               f"q.id)):")
-        return Reply(f"Shortest prompt first cuts the mean latency.\n\n<<<<<<< SEARCH\n"
-                     f"{m.group(0)}\n=======\n{new}\n>>>>>>> REPLACE\n")
-    return Reply("No change.\n")
+    if not program:
+        return Reply("No change.\n")
+    search, replace, hypothesis = llm_scripts.child_change(program, _COUNTER["n"])
+    return Reply(f"{hypothesis}.\n\n<<<<<<< SEARCH\n{search}\n=======\n{replace}\n"
+                 f">>>>>>> REPLACE\n")
 
 
 # --- drivers (run as their own processes) -----------------------------------------------------
@@ -193,6 +192,10 @@ def run_engine(engine: str, url: str, args, tmp: Path, round_no: int, env: dict)
             env["SANDBOX_FORK_SERVER"] = "0"
         cmd = [sys.executable, "-m", "glia_evo.cli", "run", str(cfg), "--out", str(out / "run"),
                "--quiet"]
+    if args.profile:            # py-spy over the whole tree; times then include py-spy's own
+        args.profile.mkdir(parents=True, exist_ok=True)
+        cmd = ["py-spy", "record", "--subprocesses", "--rate", "200", "--format", "raw",
+               "--output", str(args.profile / f"{engine}-{round_no}.txt"), "--"] + cmd
     began_wall = time.time()
     began = time.monotonic()
     with open(out / "stdout.txt", "w") as so, open(out / "stderr.txt", "w") as se:
@@ -312,6 +315,9 @@ def main() -> None:
     ap.add_argument("--islands", type=int, default=2)
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--keep", action="store_true", help="keep the run folders")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="record each engine's process tree with py-spy (collapsed stacks in this "
+                         "folder; for finding where time goes, not for the timings)")
     ap.add_argument("--validate-top", type=int, default=0,
                     help="glia-evo's search.validate_top (default 0: like OpenEvolve, the best is "
                          "the fittest on the training split; 6 is glia-evo's default, which adds "

@@ -27,19 +27,29 @@ def diff(search: str, replace: str, hypothesis: str = "a focused change") -> str
             f"<<<<<<< SEARCH\n{search}\n=======\n{replace}\n>>>>>>> REPLACE\n")
 
 
-def child_answer(record: dict) -> str:
-    parent = parent_source(record["messages"])
+def child_change(parent: str, n: int) -> tuple[str, str, str]:
+    """The scripted mutation of `parent` as (search, replace, hypothesis): LLQ-like parents get
+    shortest prompt first, HRA-like ones more head-room, anything else becomes HRA (the search is
+    then the whole parent). One home for it, so the throughput benchmark can give OpenEvolve the
+    same programs glia-evo gets."""
     if "    for req in queue:\n" in parent:
-        return diff("    for req in queue:",
-                    f"    for req in sorted(queue, key=lambda q: (q.prompt_tokens * "
-                    f"{1 + (record['n'] + 1) / 1000:.3f}, q.id)):",
-                    "shortest prompt first cuts the mean latency")
+        return ("    for req in queue:",
+                f"    for req in sorted(queue, key=lambda q: (q.prompt_tokens * "
+                f"{1 + (n + 1) / 1000:.3f}, q.id)):",
+                "shortest prompt first cuts the mean latency")
     m = re.search(r"^    grow = .*$", parent, re.M)
     if m:
-        return diff(m.group(0), f"    grow = 1.0 + knobs[\"headroom\"] * "
-                                f"{1 + (record['n'] + 1) / 1000:.3f}",
-                    "a little more head-room per request")
-    return full_program(HRA)
+        return (m.group(0), f"    grow = 1.0 + knobs[\"headroom\"] * {1 + (n + 1) / 1000:.3f}",
+                "a little more head-room per request")
+    return parent.rstrip("\n"), HRA.rstrip("\n"), "head-room admission avoids evictions"
+
+
+def child_answer(record: dict) -> str:
+    parent = parent_source(record["messages"])
+    search, replace, hypothesis = child_change(parent, record["n"])
+    if search == parent.rstrip("\n"):
+        return full_program(HRA)
+    return diff(search, replace, hypothesis)
 
 
 def researcher(record: dict):
