@@ -232,7 +232,7 @@ class Crew:
         from .llm import ResearchSnapshot
         waits = {c.id: self.summaries[c.id] for c in [parent, *inspirations]
                  if c.id in self.summaries}
-        known = {c.code_hash: c.id for c in self.store.all() if c.code_hash}
+        known = self.store.code_hashes()
         return ResearchSnapshot(index=index, island=island, parent=parent,
                                 inspirations=list(inspirations),
                                 notes=self.supervision.get("notes", ""), model=model,

@@ -341,6 +341,14 @@ class Store:
         """Every candidate, in insertion order."""
         return self._select()
 
+    def code_hashes(self) -> dict[str, str]:
+        """Code hash -> id of the latest candidate with that hash (what `all()` would give,
+        without decoding every candidate: a Researcher's prompt asks this once per proposal)."""
+        with self._db() as c:
+            rows = c.execute("SELECT code_hash, id FROM candidates WHERE code_hash != '' "
+                             "ORDER BY seq").fetchall()
+        return {h: i for h, i in rows}
+
     def by_island(self, island: int) -> list[Candidate]:
         """Every candidate on an island (any status, member or not), in insertion order."""
         return self._select("island=?", (int(island),))

@@ -337,6 +337,18 @@ def test_same_code_hash_keeps_one_member_the_fitter(store):
     assert [m.id for m in isl.members(0)] == [tuned.id]
 
 
+def test_code_hashes_name_the_latest_candidate_of_each_hash(store):
+    isl = Islands(store, 1, 5, rng=0)
+    base = src("return knobs['a']", knobs='KNOBS = {"a": (1.0, 0.0, 5.0)}')
+    first, other = ok(fitness=1.0, source=base), ok(fitness=0.5, source=src("return 0.0"))
+    retuned = ok(fitness=1.2, source=base.replace("(1.0,", "(2.0,"), operator="tune")
+    for c in (first, other, retuned):
+        isl.insert(c)
+    assert first.code_hash == retuned.code_hash != other.code_hash
+    assert store.code_hashes() == {first.code_hash: retuned.id, other.code_hash: other.id}
+    assert store.code_hashes() == {c.code_hash: c.id for c in store.all()}
+
+
 def test_membership_is_reconstructed_from_the_store(tmp_path):
     path = tmp_path / "state.sqlite"
     s = Store(path)
