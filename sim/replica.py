@@ -24,6 +24,7 @@ An arrival that reaches this replica cuts the run at the end of the iteration in
 """
 from __future__ import annotations
 
+import bisect
 import math
 import operator
 
@@ -79,10 +80,11 @@ class PolicyError(Exception):
 class _Run:
     """k identical-shape decode iterations, timed and applied analytically."""
 
-    __slots__ = ("start", "steps", "n", "base", "d_n", "cnt", "end", "cut_at")
+    __slots__ = ("start", "steps", "n", "base", "d_n", "growth", "end", "cut_at")
 
-    def __init__(self, start, steps, n, base, d_n, cnt):
-        self.start, self.steps, self.n, self.base, self.d_n, self.cnt = start, steps, n, base, d_n, cnt
+    def __init__(self, start, steps, n, base, d_n, growth):
+        self.start, self.steps, self.n, self.base, self.d_n = start, steps, n, base, d_n
+        self.growth = growth            # growth_table() of its decoders
         self.end = start + self.time(steps)
         self.cut_at = None
 
@@ -108,17 +110,42 @@ class _Run:
 
     def blocks_taken(self, m: int, bs: int) -> int:
         """Blocks newly allocated by iterations 0..m-1."""
-        return block_growth(self.cnt, m, bs)
+        return block_growth(self.growth, m, bs)
 
 
-def block_growth(cnt: list[int], m: int, bs: int) -> int:
-    """Blocks taken by m decode iterations when cnt[k] decoders hold k mod bs tokens.
+def growth_table(cnt: list[int], bs: int) -> list[int]:
+    """table[k]: blocks taken by the first k decode iterations (k = 0..bs) when cnt[j] decoders
+    hold j mod bs tokens. Iteration i gives a new block to exactly the decoders whose token
+    count is a multiple of bs at that point, i.e. those with processed = -i (mod bs)."""
+    table = [0] * (bs + 1)
+    acc = 0
+    for i in range(bs):
+        acc += cnt[-i % bs]
+        table[i + 1] = acc
+    return table
 
-    Iteration i gives a new block to exactly the decoders whose token count is a multiple of bs
-    at that point, i.e. those with processed = -i (mod bs).
-    """
+
+def block_growth(table: list[int], m: int, bs: int) -> int:
+    """Blocks taken by m decode iterations (`table` from growth_table: a cycle of bs iterations
+    gives every decoder one block)."""
     full, rest = divmod(m, bs)
-    return full * sum(cnt) + sum(cnt[(-i) % bs] for i in range(rest))
+    return full * table[bs] + table[rest]
+
+
+def _decode_state(active: list[Req], bs: int) -> tuple[list[int], int, int]:
+    """(cnt, kv, steps) of decoding requests: how many hold k mod bs tokens, the KV tokens they
+    read, and the iterations until the first of them finishes."""
+    cnt = [0] * bs
+    kv = 0
+    steps = None
+    for r in active:
+        p = r.processed
+        cnt[p % bs] += 1
+        kv += p
+        left = r.output - r.generated
+        if steps is None or left < steps:
+            steps = left
+    return cnt, kv, steps
 
 
 class _IterationEnd(simpy.events.Event):
@@ -148,6 +175,8 @@ class Replica:
         self.pending: list[Req] = []
         self.active: list[Req] = []   # in batch order: the last one is evicted first
         self.used_blocks = 0
+        self.prefilling = 0           # active requests whose prefill is not done
+        self._decode_state = None     # (cnt, kv, steps) of an all-decoding `active`, or None
         self.admit_counter = 0
         self.run: _Run | None = None
         self.wake_event = None
@@ -169,9 +198,23 @@ class Replica:
         if self.wake_event is not None:
             if not self.wake_event.triggered:
                 self.wake_event.succeed()
-        elif self.run is not None and self.run.cut_at is None:
+        elif (self.run is not None and self.run.cut_at is None
+              and self._admissible_during_run(req)):
             self.run.cut_at = self.env.now
             self.proc.interrupt()
+
+    def _admissible_during_run(self, req: Req) -> bool:
+        """Whether `req`, just enqueued, could be admitted at some iteration of the run in
+        progress; if not, the run goes on uncut (the reference mode would admit nothing either).
+        Nothing is admitted while the batch is full; with FCFS admissions a request behind a
+        pending one waits for it; and free blocks only shrink during a run (it ends at the first
+        completion), so the free blocks at its start bound them."""
+        if len(self.active) >= self.max_batch:
+            return False
+        if self.cluster.scheduler is None and len(self.pending) > 1:
+            return False
+        need = -(-req.target // self.profile.block_size)
+        return self.profile.num_blocks - self.used_blocks - need >= self.watermark_blocks
 
     def max_blocks(self) -> int:
         """The most blocks one request may ever need here: the watermark stays free, and at
@@ -255,43 +298,35 @@ class Replica:
 
     def _plan_run(self) -> _Run | None:
         active = self.active
-        if not active:
-            return None
-        bs = self.profile.block_size
-        free = self.profile.num_blocks - self.used_blocks
+        state, self._decode_state = self._decode_state, None
+        if not active or self.prefilling:
+            return None              # nothing, or a prefill in progress: not a pure decode run
+        prof = self.profile
+        bs = prof.block_size
+        free = prof.num_blocks - self.used_blocks
         if self._admission_possible(free):
             return None
-        cnt = [0] * bs
-        kv = 0
-        steps = None
-        for r in active:
-            p = r.processed
-            if p < r.target:
-                return None          # a prefill in progress: not a pure decode run
-            cnt[p % bs] += 1
-            kv += p
-            left = r.output - r.generated
-            if steps is None or left < steps:
-                steps = left
+        if state is not None:        # left by the step or run that just ended
+            cnt, kv, steps = state
+        else:
+            cnt, kv, steps = _decode_state(active, bs)
         n = len(active)
+        table = growth_table(cnt, bs)
         # the run ends before the first iteration that could evict: a decoding request must find
         # a free block at its turn, so one block must stay free after the run's growth
         room = free - 1
-        if block_growth(cnt, steps, bs) > room:
-            lo, hi = 0, steps       # largest m with growth(m) <= room
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if block_growth(cnt, mid, bs) <= room:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            steps = lo
+        if block_growth(table, steps, bs) > room:
+            # largest m with growth(m) <= room: whole cycles of bs iterations take n blocks each,
+            # then the table (non-decreasing) within the last cycle
+            full = room // n
+            rest = room - full * n
+            m = full * bs + bisect.bisect_right(table, rest, 0, bs) - 1
+            steps = min(steps, m)
         if steps < 2:
             return None
-        prof = self.profile
         d = prof.d_decode_ps if n > 1 else prof.d_ps
         base = prof.linear_ps(0, n) + d * kv
-        return _Run(self.env.now, steps, n, base, d * n, cnt)
+        return _Run(self.env.now, steps, n, base, d * n, table)
 
     def _apply_run(self, run: _Run) -> None:
         m = run.steps
@@ -300,13 +335,29 @@ class Replica:
         self.iterations += m
         self.busy_ps += run.time(m)
         finished = []
+        keep = []
+        # the survivors' decode state for the next plan, gathered on the way
+        cnt = [0] * bs
+        kv = 0
+        steps = None
         for r in self.active:
-            r.processed += m
-            r.generated += m
-            r.blocks = -(-r.processed // bs)
-            if r.generated >= r.output:
+            p = r.processed = r.processed + m
+            g = r.generated = r.generated + m
+            r.blocks = -(-p // bs)
+            left = r.output - g
+            if left <= 0:
                 finished.append(r)
-        self._finish(finished)
+                continue
+            keep.append(r)
+            cnt[p % bs] += 1
+            kv += p
+            if steps is None or left < steps:
+                steps = left
+        if finished:
+            self.active = keep
+            self._finish(finished, keep)
+        if steps is not None:
+            self._decode_state = (cnt, kv, steps)
 
     def _explicit_step_start(self):
         """Evict if needed, admit, and return (duration, decoders, prefill chunks) or None.
@@ -316,6 +367,7 @@ class Replica:
         does not take a new block this iteration); while none is free the last running request
         not yet scheduled this iteration is evicted (the request itself when it is the last).
         """
+        self._decode_state = None
         bs = self.profile.block_size
         order = self.active
         free = self.profile.num_blocks - self.used_blocks
@@ -387,6 +439,7 @@ class Replica:
                 self.admit_counter += 1
                 if r.admitted is None:
                     r.admitted = self.env.now
+                self.prefilling += 1
                 active.append(r)
                 c = min(r.target, budget)
                 chunks.append((r, c))
@@ -417,6 +470,7 @@ class Replica:
         for r, c in chunks:
             r.processed += c
             if r.processed == r.target:
+                self.prefilling -= 1
                 r.generated += 1
                 if r.first_token is None:
                     r.first_token = now
@@ -425,6 +479,8 @@ class Replica:
         self._finish(finished)
 
     def _evict(self, r: Req) -> None:
+        if r.processed < r.target:
+            self.prefilling -= 1
         self.used_blocks -= r.blocks
         self.evictions += 1
         r.blocks = 0
@@ -434,12 +490,16 @@ class Replica:
         r.pending_view = None
         self.pending.insert(0, r)
 
-    def _finish(self, finished: list[Req]) -> None:
+    def _finish(self, finished: list[Req], keep: list[Req] | None = None) -> None:
+        """Free the finished requests' blocks and tell the cluster; `keep`: the active list
+        without them, when the caller has it already."""
         if not finished:
             return
         now = self.env.now
-        done = set(map(id, finished))
-        self.active = [r for r in self.active if id(r) not in done]
+        if keep is None:
+            done = set(map(id, finished))
+            keep = [r for r in self.active if id(r) not in done]
+        self.active = keep
         for r in finished:
             self.used_blocks -= r.blocks
             r.blocks = 0
