@@ -1,10 +1,22 @@
 """The lineage graph of a search as JSON and as one self-contained HTML page (inline SVG).
 
-Viewable from the MLflow artifact browser or straight from the run folder: no script, no
-external resource. Columns are generations, one row per candidate in order of creation within its
-generation; an edge joins each candidate to its parents; colour shows fitness, grey a failure.
+Viewable from the MLflow artifact browser, from `glia-evo ui`'s lineage address, or straight from
+the run folder: no external resource, and no script beyond the few lines that fix its links when
+it is shown inside MLflow (below). Columns are generations, one row per candidate in order of
+creation within its generation; an edge joins each candidate to its parents; colour shows fitness, grey a failure.
 A child of a research turn (issue 18) shows its experiments (the tools it called) and its
 conclusion; the full record is the child's `experiments.md` artifact.
+
+Clickable (issue 15): given `links` (candidate id -> its MLflow run page, a route of the MLflow
+UI such as `#/experiments/1/runs/<run id>`, or a full address), each node and each table row's
+id opens that candidate's run. Where a link can go depends on where the page is shown:
+
+- `glia-evo ui` serves the page itself (its "lineage page" address) with full addresses of the
+  MLflow server it started: a click opens the candidate's run page in the same tab.
+- MLflow's artifact viewer shows `lineage.html` in an iframe sandboxed to `allow-scripts` alone
+  (MLflow 3.x): no navigation of the window, no new tab, and the MLflow UI does not load inside
+  the frame. The page's one small script turns the routes into full addresses of the server the
+  frame came from (so "copy link" gives the run's address) and says where to click instead.
 """
 from __future__ import annotations
 
@@ -52,7 +64,29 @@ def _colour(c: dict, lo: float, hi: float) -> str:
     return f"hsl({int(10 + 110 * x)}, 70%, 45%)"
 
 
-def lineage_html(candidates: list[dict], title: str = "glia-evo lineage") -> str:
+def _href(links: dict | None, cid: str, base: str) -> str | None:
+    route = (links or {}).get(cid)
+    return None if not route else html.escape(base + route, quote=True)
+
+
+# MLflow's artifact viewer: the page's address is blob:<MLflow's origin>/<uuid>; the routes become
+# full addresses on that origin, and a note says the frame cannot open them (MLflow's sandbox).
+_SCRIPT = """<script>(function(){
+var framed = window.top !== window, blob = location.protocol === 'blob:';
+if (!framed && !blob) return;
+var base = blob ? new URL(location.href.slice(5)).origin + '/' : '';
+document.querySelectorAll('a[data-run]').forEach(function(a){
+  var h = a.getAttribute('href'); if (h.charAt(0) === '#') a.setAttribute('href', base + h); });
+var note = document.getElementById('framed');
+if (note) note.style.display = 'block';
+})();</script>"""
+
+
+def lineage_html(candidates: list[dict], title: str = "glia-evo lineage",
+                 links: dict[str, str] | None = None, base: str = "") -> str:
+    """The page. `links`: candidate id -> its MLflow run page as a route of the MLflow UI
+    (`#/experiments/<id>/runs/<run id>`); `base` is put before each route (`glia-evo ui`
+    gives its MLflow address, `http://127.0.0.1:5000/`; empty for the logged artifact)."""
     by_gen: dict[int, list[dict]] = {}
     for c in candidates:
         by_gen.setdefault(int(c.get("generation") or 0), []).append(c)
@@ -83,12 +117,23 @@ def lineage_html(candidates: list[dict], title: str = "glia-evo lineage") -> str
         tip = html.escape(f"{c['id']} {c.get('operator')} {c.get('status')} "
                           f"fitness {c.get('fitness') or 0:.4f}\n{c.get('rationale') or ''}"
                           + (f"\n{research}" if research else ""))
-        parts.append(f'<g><title>{tip}</title><circle cx="{x}" cy="{y}" r="7" '
-                     f'fill="{_colour(c, lo, hi)}"{ring}/><text x="{x + 10}" y="{y + 3}">'
-                     f'{html.escape(c["id"])} {c.get("fitness") or 0:.3f}</text></g>')
+        node = (f'<title>{tip}</title><circle cx="{x}" cy="{y}" r="7" '
+                f'fill="{_colour(c, lo, hi)}"{ring}/><text x="{x + 10}" y="{y + 3}">'
+                f'{html.escape(c["id"])} {c.get("fitness") or 0:.3f}</text>')
+        href = _href(links, c["id"], base)
+        parts.append(f'<a class="node" data-run="{html.escape(c["id"], quote=True)}" '
+                     f'href="{href}" target="_top">{node}</a>' if href else f'<g>{node}</g>')
     parts.append("</svg>")
+
+    def cell(c: dict) -> str:
+        href = _href(links, c["id"], base)
+        text = html.escape(c["id"])
+        return (f'<a data-run="{text}" href="{href}" target="_top">{text}</a>' if href
+                else text)
+
+    linked = bool(links) and any(c["id"] in links for c in candidates)
     rows = "".join(
-        f"<tr><td>{html.escape(c['id'])}</td><td>{c.get('generation')}</td>"
+        f"<tr><td>{cell(c)}</td><td>{c.get('generation')}</td>"
         f"<td>{c.get('island')}</td><td>{html.escape(str(c.get('operator')))}</td>"
         f"<td>{html.escape(str(c.get('status')))}</td><td>{c.get('fitness') or 0:.4f}</td>"
         f"<td>{html.escape(', '.join(c.get('parents') or []))}</td>"
@@ -97,13 +142,19 @@ def lineage_html(candidates: list[dict], title: str = "glia-evo lineage") -> str
         for c in sorted(candidates, key=lambda c: -(c.get("fitness") or 0)))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>body{{font-family:sans-serif}}td,th{{padding:2px 6px;"
-            f"border-bottom:1px solid #ddd;font-size:12px}}</style></head><body>"
+            f"border-bottom:1px solid #ddd;font-size:12px}}a.node{{cursor:pointer}}"
+            f"a.node:hover circle{{stroke:#000;stroke-width:3}}#framed{{display:none;"
+            f"background:#fff6d6;padding:4px 8px;font-size:12px}}</style></head><body>"
             f"<h2>{html.escape(title)}</h2><p>{len(candidates)} candidates; columns are "
-            f"generations, hover a node for its change; the best is ringed, a child of a "
-            f"research turn has a dashed blue ring (its experiments.md holds the whole "
-            f"record).</p>"
-            f"<div style='overflow:auto'>{''.join(parts)}</div>"
+            f"generations, hover a node for its change"
+            f"{'; click it to open its MLflow run' if linked else ''}; the best is ringed, "
+            f"a child of a research turn has a dashed blue ring (its experiments.md holds the "
+            f"whole record).</p>"
+            + ("<p id='framed'>Shown inside MLflow's artifact preview, which lets no link leave "
+               "it: open the lineage page at the address <code>glia-evo ui</code> prints, "
+               "where a click on a node opens that candidate's run.</p>" if linked else "")
+            + f"<div style='overflow:auto'>{''.join(parts)}</div>"
             f"<h3>All candidates, fittest first</h3><table><tr><th>id</th><th>gen</th>"
             f"<th>island</th><th>operator</th><th>status</th><th>fitness</th><th>parents</th>"
             f"<th>change</th><th>experiments and conclusion</th></tr>{rows}</table>"
-            f"</body></html>")
+            f"{_SCRIPT if linked else ''}</body></html>")

@@ -38,6 +38,13 @@ log = logging.getLogger("glia_evo.tracking")
 EXPERIMENT = "glia-evo"
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 SEARCH_ID_FILE = "mlflow_search_id"
+EXPERIMENT_KIND = "mlflow.experimentKind"     # MLflow 3's experiment tag: GenAI or model training
+
+
+def run_route(experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI, relative to the UI's address (MLflow 3's routes), in its
+    "Model training" view (MLflow 3 otherwise shows a new browser its GenAI pages)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def default_uri(run_dir: Path) -> str:
@@ -328,7 +335,9 @@ class TrackerProcess:
             location = None
             if self.uri.startswith("sqlite:"):
                 location = RunFolder(self.run_dir).mlflow_artifacts.resolve().as_uri()
-            exp_id = client.create_experiment(EXPERIMENT, artifact_location=location)
+            # a model-training experiment: MLflow 3 opens it on its runs, not the GenAI pages
+            exp_id = client.create_experiment(EXPERIMENT, artifact_location=location,
+                                              tags={EXPERIMENT_KIND: "custom_model_development"})
         else:
             exp_id = exp.experiment_id
         self._client = client
@@ -497,7 +506,13 @@ class TrackerProcess:
         client, parent = self._client, self._parent()
         client.log_text(parent, json.dumps(item["leaderboard"], indent=2), "leaderboard.json")
         client.log_text(parent, lineage_json(item["candidates"]), "lineage.json")
-        client.log_text(parent, lineage_html(item["candidates"]), "lineage.html")
+        client.log_text(parent, lineage_html(item["candidates"], links=self._run_routes()),
+                        "lineage.html")
+
+    def _run_routes(self) -> dict[str, str]:
+        """candidate id -> its run page as a route of the MLflow UI (the lineage page's links)."""
+        exp = self._experiment_id
+        return {cid: run_route(exp, run_id) for cid, run_id in self._candidate_runs().items()}
 
 
 def _experiments_text(run_dir: Path, cand: dict) -> str | None:

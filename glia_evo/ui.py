@@ -8,11 +8,19 @@
   shows another run's data.
 - The MLflow server runs in its own process group; Ctrl-C, SIGTERM or SIGHUP stops that whole
   group (gunicorn/uvicorn workers and helpers included), and so does the server ending early.
-- The address printed opens the run's candidates (the experiment's runs table).
+- The address printed opens the run's candidates: the `glia-evo` experiment's runs table in
+  MLflow's "Model training" view (not its GenAI overview), filtered to the candidates' runs and
+  sorted by fitness (clear the filter to see the search's parent run too).
+- A second address serves the run's lineage page, built afresh from the state file at each load
+  (so a running search shows its newest candidates): a click on a node opens that candidate's
+  MLflow run page. (The copy logged to MLflow as `lineage.html` cannot do that from MLflow's
+  artifact preview, which sandboxes it: see glia_evo/lineage.py.) It is a thread of this
+  process on a free loopback port, gone when `glia-evo ui` ends.
 """
 from __future__ import annotations
 
 import errno
+import http.server
 import json
 import os
 import signal
@@ -21,6 +29,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -45,6 +54,17 @@ def command(run_dir: Path, port: int) -> list[str]:
             "--port", str(port), "--workers", "1"]
 
 
+def server_env() -> dict:
+    """The MLflow server's environment: without MLflow's job execution (its huey consumers
+    only run GenAI jobs such as judges and trace roll-ups, none of which a glia-evo run has;
+    they were 8 more Python processes and most of a start's tens of seconds) and without MLflow's
+    telemetry. Either can be turned back on in the environment."""
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return env
+
+
 def port_in_use(port: int, host: str = HOST) -> str | None:
     """Why `port` cannot be ours, or None when it is free: something listens there (it accepts a
     connection), or binding it fails."""
@@ -58,6 +78,10 @@ def port_in_use(port: int, host: str = HOST) -> str | None:
     finally:
         probe.close()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # as the server binds (uvicorn sets SO_REUSEADDR): connections of a server that has just
+    # stopped, still in TIME_WAIT, do not make the port look taken; a socket bound or listening
+    # there still does
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -194,6 +218,113 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
+def experiment_id(expected: dict) -> str | None:
+    """The id of the run's experiment (glia-evo's), else the newest one that is not MLflow's
+    Default, else None."""
+    from .tracking import EXPERIMENT
+    exps = expected["experiments"]
+    named = [i for i, (name, _) in exps.items() if name == EXPERIMENT]
+    if named:
+        return named[0]
+    ids = sorted(exps, key=lambda i: int(i) if i.isdigit() else 0)
+    own = [i for i in ids if i != "0"] or ids
+    return own[-1] if own else None
+
+
+def candidates_url(url: str, exp: str | None) -> str:
+    """The MLflow UI's page of the run's candidates: the experiment's runs table in the model
+    training view, the candidates' runs only, fittest first."""
+    if exp is None:
+        return url
+    query = urllib.parse.urlencode(
+        {"workflowType": "machine_learning", "searchFilter": "tags.`glia.kind` = 'candidate'",
+         "orderByKey": "metrics.`fitness`", "orderByAsc": "false"},
+        quote_via=urllib.parse.quote)
+    return f"{url}/#/experiments/{exp}/runs?{query}"
+
+
+def candidate_runs(db: Path, exp: str) -> dict[str, str]:
+    """candidate id -> MLflow run id, read from the run's store (read-only)."""
+    try:
+        con = sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return {}
+    try:
+        return {cid: run for cid, run in con.execute(
+            "SELECT t.value, r.run_uuid FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+            "WHERE t.key = 'glia.candidate' AND r.experiment_id = ? "
+            "AND r.lifecycle_stage = 'active' ORDER BY r.start_time", (int(exp),))}
+    except (sqlite3.Error, ValueError):
+        return {}
+    finally:
+        con.close()
+
+
+def lineage_page(run_dir: Path, mlflow_url: str, exp: str | None) -> str:
+    """The run's lineage page as it stands, each node linked to its candidate's run page."""
+    from population import Store
+
+    from .lineage import lineage_html, lineage_record
+    from .tracking import run_route
+    store = Store(RunFolder(run_dir).state, create=False)
+    try:
+        cands = [lineage_record(c) for c in store.all() if c.status != "pending"]
+    finally:
+        store.close()
+    runs = candidate_runs(RunFolder(run_dir).mlflow_db, exp) if exp is not None else {}
+    return lineage_html(cands, title=f"glia-evo lineage: {Path(run_dir).resolve().name}",
+                        links={cid: run_route(exp, run) for cid, run in runs.items()},
+                        base=mlflow_url + "/")
+
+
+class LineageServer(http.server.ThreadingHTTPServer):
+    """GET / : the lineage page (loopback, a free port, daemon threads)."""
+    daemon_threads = True
+
+    def __init__(self, run_dir: Path, mlflow_url: str, exp: str | None):
+        self.run_dir, self.mlflow_url, self.exp = run_dir, mlflow_url, exp
+        super().__init__((HOST, 0), _LineageHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.server_address[1]}/"
+
+    def start(self) -> "LineageServer":
+        self._thread = threading.Thread(target=self.serve_forever, name="glia-evo-lineage",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if getattr(self, "_thread", None) is not None:
+            self.shutdown()
+        self.server_close()
+
+
+class _LineageHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if urllib.parse.urlsplit(self.path).path not in ("/", "/lineage.html"):
+            return self._send(404, "text/plain", "not found: the lineage page is at /")
+        try:
+            page = lineage_page(self.server.run_dir, self.server.mlflow_url, self.server.exp)
+        except Exception as exc:       # a run folder without its state file, a locked one...
+            return self._send(500, "text/plain", f"cannot build the lineage page: "
+                                                 f"{type(exc).__name__}: {exc}"[:500])
+        self._send(200, "text/html; charset=utf-8", page)
+
+    def _send(self, code: int, ctype: str, text: str) -> None:
+        body = text.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):      # noqa: A002 - quiet: no access log
+        pass
+
+
 class _Stop(Exception):
     pass
 
@@ -213,6 +344,7 @@ def serve(run_dir: Path, port: int | None = None) -> int:
         raise _Stop()
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     proc = None
+    lineage = None
     log = tempfile.TemporaryFile(mode="w+", prefix="glia-evo-ui-")   # never a full pipe
 
     def last_line(default: str) -> str:
@@ -221,7 +353,7 @@ def serve(run_dir: Path, port: int | None = None) -> int:
         return (lines[-1] if lines else default)[:300]
     try:
         proc = subprocess.Popen(command(run_dir, port), stdout=subprocess.DEVNULL, stderr=log,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True, env=server_env())
         if not wait_until_up(url, proc):
             why = last_line("no answer") if proc.poll() is not None else "no answer"
             print(f"glia-evo: error: the MLflow UI did not start on {url}: {why}",
@@ -232,10 +364,12 @@ def serve(run_dir: Path, port: int | None = None) -> int:
                   f"store (another program took port {port}); try again, or choose another "
                   f"--port", file=sys.stderr)
             return 1
-        exp = sorted(expected["experiments"], key=lambda i: int(i) if i.isdigit() else 0)
-        own = [i for i in exp if i != "0"] or exp
-        page = f"{url}/#/experiments/{own[-1]}/runs" if own else url
-        print(f"MLflow UI for {run_dir}: {page}  (Ctrl-C to stop)", flush=True)
+        exp = experiment_id(expected)
+        lineage = LineageServer(run_dir, url, exp).start()
+        print(f"MLflow UI for {run_dir}: {candidates_url(url, exp)}  (Ctrl-C to stop)",
+              flush=True)
+        print(f"lineage page: {lineage.url}  (click a node to open its candidate's MLflow run)",
+              flush=True)
         proc.wait()
         print(f"glia-evo: error: the MLflow server stopped: "
               f"{last_line(f'exit status {proc.returncode}')}", file=sys.stderr)
@@ -245,6 +379,8 @@ def serve(run_dir: Path, port: int | None = None) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if lineage is not None:
+            lineage.stop()
         if proc is not None:
             stop_group(proc)
         log.close()

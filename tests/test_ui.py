@@ -130,7 +130,9 @@ def test_two_uis_on_one_port_and_sigterm_leaves_nothing(store):
         line = first.stdout.readline()            # printed once the server is verified
         assert line.startswith(f"MLflow UI for {store}: http://127.0.0.1:{port}/#/experiments/"), \
             (line, first.stderr.read() if first.poll() is not None else "")
-        assert line.rstrip().endswith("/runs  (Ctrl-C to stop)")
+        assert "/runs?workflowType=machine_learning&searchFilter=" in line       # candidates
+        assert line.rstrip().endswith("  (Ctrl-C to stop)")
+        assert first.stdout.readline().startswith("lineage page: http://127.0.0.1:")
         servers = [int(p) for p in subprocess.run(
             ["pgrep", "-f", "--", f"mlflow server .*--port {port}"], capture_output=True,
             text=True).stdout.split()]
@@ -176,3 +178,38 @@ def test_without_port_the_next_free_port_is_taken_and_named(monkeypatch):
         assert port > taken and note == f"port {taken} is in use; using port {port}"
         with pytest.raises(ui.UIError, match=f"port {taken} on 127.0.0.1 cannot be used"):
             ui.choose_port(taken)
+
+
+def test_the_address_opens_the_candidates_table_of_the_runs_experiment():
+    from glia_evo.ui import candidates_url, experiment_id
+    ident = {"experiments": {"0": ("Default", 1), "3": ("glia-evo", 2), "4": ("other", 3)}}
+    assert experiment_id(ident) == "3"
+    url = candidates_url("http://127.0.0.1:5000", "3")
+    assert url.startswith("http://127.0.0.1:5000/#/experiments/3/runs?workflowType="
+                          "machine_learning&searchFilter=tags.%60glia.kind%60%20%3D%20%27"
+                          "candidate%27&orderByKey=metrics.%60fitness%60&orderByAsc=false")
+
+
+def test_lineage_nodes_link_to_their_candidates_runs():
+    import re
+    from glia_evo.lineage import lineage_html
+    from glia_evo.tracking import run_route
+    cands = [{"id": "c000001", "parents": [], "fitness": 1.0, "status": "ok", "generation": 0,
+              "operator": "seed", "island": 0},
+             {"id": "c000002", "parents": ["c000001"], "fitness": 1.2, "status": "ok",
+              "generation": 1, "operator": "mutate", "island": 0},
+             {"id": "c000003", "parents": ["c000001"], "fitness": 0.0, "status": "error",
+              "generation": 1, "operator": "mutate", "island": 0}]
+    links = {"c000001": run_route("1", "a" * 32), "c000002": run_route("1", "b" * 32)}
+    page = lineage_html(cands, links=links)          # the logged artifact: MLflow UI routes
+    nodes = dict(re.findall(r'<a class="node" data-run="(c\d+)" href="([^"]+)" '
+                            r'target="_top">', page))
+    assert nodes == {"c000001": f"#/experiments/1/runs/{'a' * 32}?workflowType=machine_"
+                                f"learning",
+                     "c000002": f"#/experiments/1/runs/{'b' * 32}?workflowType=machine_"
+                                f"learning"}                  # c000003 not logged yet: no link
+    assert "<script>" in page and "id='framed'" in page       # the note for MLflow's preview
+    served = lineage_html(cands, links=links, base="http://127.0.0.1:5000/")
+    assert f'href="http://127.0.0.1:5000/#/experiments/1/runs/{"b" * 32}?' in served
+    plain = lineage_html(cands)                      # no links: the page as before, no script
+    assert "<a " not in plain and "<script>" not in plain
