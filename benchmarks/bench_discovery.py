@@ -14,7 +14,7 @@ prints:
   afterwards, the way `glia_evo.validation` would have chosen it; "-" if it never did);
 - the wall time of the search (the validation choice included, the test evaluation not).
 
-Baselines on validation and test come from the baseline cache (`glia_evo.baseline_cache`)
+Baselines on validation and test come from the baseline cache (`glia_evo.evaluation.baseline_cache`)
 when the simulator and problems are unchanged, else they are simulated once.
 
 Usage: python benchmarks/bench_discovery.py [--problems routing,scheduling,autoscaling]
@@ -60,7 +60,7 @@ def evaluation_order(run_dir: Path) -> dict:
 
 def evaluations_to_pass(run_dir: Path, problem, bar: float, workers: int) -> int | None:
     """Evaluations until the running best on train also beats `bar` on validation."""
-    from glia_evo.parallel import evaluate_many
+    from glia_evo.evaluation.parallel import evaluate_many
     from population import Store
     store = Store(run_dir / "state.sqlite", create=False)
     try:

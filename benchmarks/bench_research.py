@@ -6,7 +6,7 @@ the split's instances, and every experiment the requests it simulated, so a mode
 experiments gets fewer evaluations. Each mode runs the same small search: a hill climb from the
 problem's reference baseline (the parent is the best program so far, the second best is the
 inspiration), the Researcher proposing, every child evaluated in the sandbox pool
-(`glia_evo.parallel.evaluate_many`). Printed per mode: proposals, answers usable on the first
+(`glia_evo.evaluation.evaluate_many`). Printed per mode: proposals, answers usable on the first
 try and after the repair round, tool calls and their validity (calls the tools could run / all
 calls), the protocol used (function calling or the EXPERIMENT: text protocol), evaluations,
 experiment requests, tokens, wall time and the best fitness (1.0 = the reference baseline). With
@@ -41,7 +41,7 @@ def run_mode(k: int, args, url: str, problem, instances, pool) -> dict:
     from glia_evo.config import LLMConfig
     from glia_evo.hygiene import clean
     from glia_evo.llm import LLMClient, Prompts, Researcher, ResearchSnapshot, api_key_from_env
-    from glia_evo.parallel import evaluate_many
+    from glia_evo.evaluation.parallel import evaluate_many
     from glia_evo.research import make_tools
     from population import Candidate
     from population.dedup import code_hash
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = ap.parse_args(argv)
 
-    from glia_evo.parallel import make_pool
+    from glia_evo.evaluation.parallel import make_pool
     from glia_evo.problems import get_problem
 
     server = None

@@ -26,7 +26,7 @@ import statistics
 import time
 
 from glia_evo.evaluation import policy_seed
-from glia_evo.parallel import evaluate_many
+from glia_evo.evaluation.parallel import evaluate_many
 from glia_evo.problems import get_problem
 from sandbox import WorkerPool, compile_policy, kernel
 from sim import simulate

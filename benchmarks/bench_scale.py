@@ -1,8 +1,8 @@
 """Evaluation throughput on Dask (1 and 2 workers) against the local sandbox pool, in one run.
 
-Every executor gets the same batch of engine jobs (`glia_evo.jobs.evaluate_job`: one candidate
-on a split, in its own limited process) and the batch's wall time is measured from the first
-submit to the last result. Executors start before the clock starts (a LocalCluster takes about
+Every executor gets the same batch of engine jobs (`glia_evo.evaluation.jobs.evaluate_job`: one
+candidate on a split, in its own limited process) and the batch's wall time is measured from the
+first submit to the last result. Executors start before the clock starts (a LocalCluster takes about
 half a second). Ratios are what to read; absolute rates depend on the machine's load.
 
     python3 benchmarks/bench_scale.py [--split train] [--policies llq,hra,...] [--rounds 2]
@@ -17,8 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glia_evo.dask_executor import DaskExecutor  # noqa: E402
-from glia_evo.jobs import EvalJob, evaluate_job, reference_job  # noqa: E402
+from glia_evo.evaluation.dask import DaskExecutor  # noqa: E402
+from glia_evo.evaluation.jobs import EvalJob, evaluate_job  # noqa: E402
+from glia_evo.evaluation.reference import reference_job  # noqa: E402
 from sandbox.pool import WorkerPool  # noqa: E402
 from sim.policies import baseline_source  # noqa: E402
 

@@ -147,7 +147,7 @@ def tracking_ratio(base: Path, workers: int, rounds: int = 1, evals: int = 40) -
 
 def _tuning_run(base: Path, seed: int, tuning: bool, evals: int, workers: int) -> dict:
     import json
-    from glia_evo.parallel import evaluate_many
+    from glia_evo.evaluation.parallel import evaluate_many
     from glia_evo.tuning_runs import knob_free_hash
     from glia_evo.validation import VALIDATION_KEY
     out = base / f"tune_{tuning}_{seed}"

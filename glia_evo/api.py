@@ -134,7 +134,7 @@ def evaluate(program: str | Path, problem: str = "routing", *, split: str | None
              workers: int | None = None):
     """Evaluate one program (a FILE.py, program text, or a baseline's name) as `glia-evo
     simulate` does: in the sandbox, vs the problem's reference; returns the EvalResult."""
-    from .parallel import evaluate_many
+    from .evaluation.parallel import evaluate_many
     from .problems import get_problem
     p = get_problem(problem)
     text = str(program)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sim import TraceError, load_trace
 
-from . import executors
-from .evaluation import EvalResult
+from .evaluation import executors
+from .evaluation.result import EvalResult
 from .hygiene import clean
-from .parallel import evaluate_many
+from .evaluation.parallel import evaluate_many
 from .problems import Instance, Problem, Scenario, get_problem
 from .report import family_means, print_baselines, print_simulation
 from .run_folder import RunFolder
@@ -569,7 +569,7 @@ COMMANDS = {"simulate": cmd_simulate, "baselines": cmd_baselines, "run": cmd_run
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError, check_environment
-    from .dask_executor import ExecutorError
+    from .evaluation.dask import ExecutorError
     from .disk import DiskError
     from .runner import RunError
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tomli_w
 
-from . import executors
+from .evaluation import executors
 
 
 class ConfigError(ValueError):
@@ -518,7 +518,7 @@ def validate(cfg: RunConfig, files: bool = True) -> RunConfig:
 
 
 # --- environment overrides ------------------------------------------------------------------------
-# name -> (unit, low (exclusive), high): read by glia_evo.parallel and glia_evo.dask_executor
+# name -> (unit, low (exclusive), high): read by glia_evo.evaluation.parallel and .dask
 ENVIRONMENT = {
     "GLIA_EVO_EVAL_TIMEOUT_S": ("seconds", 0.0, DAY_S),   # at least MIN_SECONDS
     "GLIA_EVO_EVAL_CPU_S": ("seconds", 0.0, DAY_S),

@@ -31,8 +31,8 @@ from . import analyst, bus as subscribers
 from .bus import Bus
 from .config import RunConfig
 from .crew import OFFLINE, Crew
-from .evaluation import EvalResult, compact_diagnostics
-from .evaluator import EngineError, Evaluator
+from .evaluation.result import EvalResult, compact_diagnostics
+from .evaluation.evaluator import EngineError, Evaluator
 from .events import EventLog, recover_evaluations
 from .lineage import lineage_record
 from .problems import get_problem

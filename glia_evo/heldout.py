@@ -12,7 +12,7 @@ from pathlib import Path
 
 from population import Store, StoreError
 
-from .parallel import evaluate_many
+from .evaluation.parallel import evaluate_many
 from .problems import get_problem
 from .run_folder import RunFolder
 
@@ -85,11 +85,11 @@ def heldout(run_dir: Path, problem_name: str, split: str = "test", workers: int 
 def _evaluate(sources: list[str], names: list[str], problem, split: str, instances,
               workers, progress) -> list:
     """evaluate_many of [best] + baselines, each baseline taken from the baseline cache
-    (`glia_evo.baseline_cache`) when this split was simulated with the same code before, and
-    put there when it was not. The reference baseline's cached metrics also spare the
-    reference's own simulations, which the best candidate's fitness needs."""
-    from . import parallel
-    from .baseline_cache import BaselineCache
+    (`glia_evo.evaluation.baseline_cache`) when this split was simulated with the same code
+    before, and put there when it was not. The reference baseline's cached metrics also spare
+    the reference's own simulations, which the best candidate's fitness needs."""
+    from .evaluation import reference
+    from .evaluation.baseline_cache import BaselineCache
     cache = BaselineCache()
     cached: dict[int, object] = {}
     if cache.enabled and problem.reference in names:
@@ -99,9 +99,7 @@ def _evaluate(sources: list[str], names: list[str], problem, split: str, instanc
             cached[k] = ref
             values = {n: m[problem.metric] for n, m in ref.scenarios.items()}
             for inst in instances:
-                metrics = ref.scenarios[inst.name]
-                parallel._remember_reference(problem, inst,
-                                             parallel._reference_checked(problem, inst, metrics))
+                reference.remember(problem, inst, ref.scenarios[inst.name])
             for j, name in enumerate(names):
                 if j != k:
                     hit = cache.get(problem, split, instances, name, sources[1 + j],

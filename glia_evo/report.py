@@ -6,7 +6,7 @@ from collections import defaultdict
 from rich.console import Console
 from rich.table import Table
 
-from .evaluation import EvalResult
+from .evaluation.result import EvalResult
 from .problems import Problem, Scenario
 
 def columns(problem: Problem) -> list[tuple[str, str, str]]:

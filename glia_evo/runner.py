@@ -237,7 +237,7 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
          ) -> int:
     """`created`: a new run's folder, removed again if the run fails before its first
     evaluation for a reason other than a full disk (so the corrected command can run)."""
-    from .executors import make_executor
+    from .evaluation.executors import make_executor
 
     try:
         trim_partial_line(RunFolder(run_dir).tuning_journal)

@@ -211,7 +211,7 @@ def _fast_sqlite() -> None:
 
 def _template_path() -> Path | None:
     """The empty, migrated MLflow store of this MLflow version in the user cache."""
-    from .baseline_cache import cache_dir
+    from .evaluation.baseline_cache import cache_dir
     base = cache_dir()
     if base is None:
         return None

@@ -11,9 +11,9 @@ from population import Candidate, Islands, Store
 
 from . import analyst
 from .config import RunConfig
-from .evaluation import EvalResult
-from .evaluator import Evaluator
-from .jobs import EvalJob, evaluate_job
+from .evaluation.result import EvalResult
+from .evaluation.evaluator import Evaluator
+from .evaluation.jobs import EvalJob, evaluate_job
 from .tuning_runs import Trial, TuningRuns, trial_job
 
 

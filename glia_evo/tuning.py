@@ -148,14 +148,13 @@ def tune_program(source: str, knob_spec: dict, problem: str, split: str, pool, *
     Returns {"knobs", "fitness", "start_fitness", "source", "trials"}; the tuned source's KNOBS
     hold the best values, so evaluating it reproduces "fitness" exactly.
     """
-    from .jobs import EvalJob, evaluate_job, reference_job
-    from .parallel import outcome_to_result
+    from .evaluation.jobs import EvalJob, evaluate_job
+    from .evaluation.reference import run_reference
+    from .evaluation.wire import outcome_to_result
     from .problems import get_problem
-    metric = get_problem(problem).metric
-    ref = pool.submit(reference_job, problem, (split,)).result()   # trusted, in its own job
-    if ref.status != "ok":
-        raise RuntimeError(f"the reference baseline failed ({ref.status}): {ref.error}")
-    reference, completed = ref.value["values"], ref.value["completed"]
+    spec = get_problem(problem)
+    metric = spec.metric
+    reference, completed = run_reference(pool, spec, (split,))   # trusted, in its own job
     tuner = Tuner(study_name, knob_spec, journal, seed, trials)
     width = max(1, getattr(pool, "workers", 1))
     while tuner.remaining():

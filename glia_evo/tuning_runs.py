@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from population import DERIVED_OPERATORS, Candidate
 
-from .jobs import EvalJob
+from .evaluation.jobs import EvalJob
 from .tuning import Tuner, with_knob_values
 from .run_folder import RunFolder
 

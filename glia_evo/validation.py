@@ -83,7 +83,7 @@ def choose(store: Store, problem, k: int, split: str, workers: int | None = None
     scores = dict(old.get("scores") or {}) if old.get("split") == split else {}
     todo = [c for c in cands if c.id not in scores]
     if todo:
-        from .parallel import evaluate_many
+        from .evaluation.parallel import evaluate_many
         instances = problem.split(split)
         by_knobs: dict[str, list[Candidate]] = {}
         for c in todo:

@@ -13,7 +13,7 @@ import sys
 
 from cli_helpers import run_glia
 from glia_evo.evaluation import evaluate
-from glia_evo.parallel import evaluate_many
+from glia_evo.evaluation.parallel import evaluate_many
 from glia_evo.problems import Problem
 
 SPLITS = ("train", "validation", "test", "quick")

@@ -62,8 +62,9 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _baseline_cache_in_tmp(tmp_path_factory, monkeypatch):
-    """Every test gets an empty baseline cache of its own (glia_evo.baseline_cache), never the
-    user's ~/.cache/glia-evo; CLI runs a test starts inherit it through the environment."""
+    """Every test gets an empty baseline cache of its own (glia_evo.evaluation.baseline_cache),
+    never the user's ~/.cache/glia-evo; CLI runs a test starts inherit it through the
+    environment."""
     monkeypatch.setenv("GLIA_EVO_CACHE_DIR", str(tmp_path_factory.mktemp("glia-cache")))
     # tests that read MLflow after a run expect its backlog drained (the product bounds it)
     monkeypatch.setenv("GLIA_EVO_TRACKING_DRAIN_S", "120")

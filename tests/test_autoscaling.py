@@ -303,7 +303,7 @@ def test_fast_path_equals_reference(case, policy):
 # what is particular to autoscaling)
 
 def test_baselines_differ_and_scale_on_a_trace_scenario():
-    from glia_evo.parallel import evaluate_many
+    from glia_evo.evaluation.parallel import evaluate_many
     instances = PROBLEM.split("quick") + [PROBLEM.scenario("azure_code").instances([1])[0]]
     results = dict(zip(BASELINES, evaluate_many([PROBLEM.baseline_source(n) for n in BASELINES],
                                                 PROBLEM, instances, workers=2)))

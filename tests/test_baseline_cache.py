@@ -1,5 +1,5 @@
-"""The baseline cache (glia_evo.baseline_cache): JSON entries keyed by problem, split, baseline and
-code version, validated on the way back; the held-out report takes baselines from it."""
+"""The baseline cache (glia_evo.evaluation.baseline_cache): JSON entries keyed by problem, split,
+baseline and code version, validated on the way back; the held-out report takes baselines from it."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from glia_evo import baseline_cache as bc
+from glia_evo.evaluation import baseline_cache as bc
 from glia_evo import heldout
 from glia_evo.evaluation import evaluate
 from glia_evo.problems import get_problem
@@ -58,7 +58,7 @@ def test_a_result_comes_back_checked_and_only_for_the_same_inputs(cache, quick, 
 
 def test_the_code_version_covers_the_simulator_and_the_scenarios():
     files = {p.name for p in bc._code_files()}
-    assert {"cluster.py", "replica.py", "workload.py", "evaluation.py", "routing.py"} <= files
+    assert {"cluster.py", "replica.py", "workload.py", "run.py", "routing.py"} <= files
     assert any(p.suffix == ".csv" for p in bc._code_files())       # packaged traces too
     assert len(bc.code_version()) == 64
 

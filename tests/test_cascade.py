@@ -1,11 +1,12 @@
-"""glia_evo.cascade.evaluate_cascade: bad candidates stop after the cheap stage, good ones go on."""
+"""glia_evo.evaluation.cascade.evaluate_cascade: bad candidates stop after the cheap stage, good
+ones go on."""
 from __future__ import annotations
 
 import pytest
 
-from glia_evo.cascade import evaluate_cascade
+from glia_evo.evaluation.cascade import evaluate_cascade
 from glia_evo.evaluation import EvalResult
-from glia_evo.parallel import evaluate_many, make_pool
+from glia_evo.evaluation.parallel import evaluate_many, make_pool
 from glia_evo.problems import Scenario, get_problem
 from sim import ClusterSpec, ReplicaSpec
 from sim.policies import baseline_source
@@ -112,7 +113,7 @@ def schedule(pending, active, replica, now, knobs):
 
 def test_a_first_stage_past_cascade_timeout_s_is_a_timeout_without_the_second():
     import time
-    from glia_evo.jobs import EvalJob, evaluate_job
+    from glia_evo.evaluation.jobs import EvalJob, evaluate_job
     job = EvalJob(source=SERIAL, problem="scheduling", split="train", cascade=True,
                   threshold=0.0, cascade_timeout_s=1.0)
     t0 = time.perf_counter()

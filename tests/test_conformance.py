@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from conformance import PROBLEM_CHECKS, check_baselines_json, check_simulate_json
-from glia_evo.executors import EXECUTORS, make_executor
-from glia_evo.jobs import EvalJob, evaluate_job
+from glia_evo.evaluation.executors import EXECUTORS, make_executor
+from glia_evo.evaluation.jobs import EvalJob, evaluate_job
 from glia_evo.problems import PROBLEMS, get_problem
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -62,8 +62,9 @@ def test_an_executor_registered_once_is_known_to_the_config_and_the_cli(monkeypa
     """The registry is the one list of executors: a kind registered there validates in a config,
     is built by make_executor and is a choice of `--executor`; an unknown name is one line that
     lists the built-in ones."""
-    from glia_evo import cli, executors
+    from glia_evo import cli
     from glia_evo.config import ConfigError, from_dict
+    from glia_evo.evaluation import executors
     from sandbox.pool import WorkerPool
     monkeypatch.setattr(executors, "_KINDS", dict(executors._KINDS))
     made = []

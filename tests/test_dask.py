@@ -12,7 +12,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from glia_evo.dask_executor import DaskExecutor  # noqa: E402
+from glia_evo.evaluation.dask import DaskExecutor  # noqa: E402
 from cli_helpers import run_glia, start_run  # noqa: E402
 from test_engine import population, write_config  # noqa: E402
 
@@ -216,7 +216,7 @@ def test_search_on_a_dask_scheduler_with_separately_started_workers(tmp_path, sc
 
 
 def test_slots_follow_the_workers_that_join_a_scheduler(scheduler, monkeypatch):
-    import glia_evo.dask_executor as dx
+    import glia_evo.evaluation.dask as dx
     monkeypatch.setattr(dx, "SLOTS_REFRESH_S", 0.0)
     scheduler.add_worker(nthreads=1)
     with DaskExecutor.connect(scheduler.address, timeout_s=60, memory_mb=512) as ex:
@@ -290,9 +290,9 @@ def test_ctrl_c_to_the_whole_process_group_stops_cleanly_and_resume_matches(tmp_
 
 
 def test_without_distributed_the_executor_says_what_to_install(monkeypatch):
-    from glia_evo.dask_executor import ExecutorError
+    from glia_evo.evaluation.dask import ExecutorError
     from glia_evo.config import EvaluationConfig
-    from glia_evo.executors import make_executor
+    from glia_evo.evaluation.executors import make_executor
     monkeypatch.setitem(sys.modules, "distributed", None)      # as if it were not installed
     with pytest.raises(ExecutorError, match=r"pip install 'glia-evo\[dask\]'"):
         make_executor(EvaluationConfig(executor="dask-local"))
@@ -301,7 +301,7 @@ def test_without_distributed_the_executor_says_what_to_install(monkeypatch):
 def test_a_pool_left_idle_by_a_vanished_run_is_closed_on_the_worker(monkeypatch):
     # a run SIGKILLed never calls close_session: its pool on each worker (a thread, a pipe) is
     # closed once idle, when another session's job arrives; a live session keeps its own
-    from glia_evo import dask_executor as dx
+    from glia_evo.evaluation import dask as dx
     monkeypatch.setenv(dx.IDLE_POOL_ENV, "0.3")
     assert dx.run_contained("gone", job_pids, (1,), {}, 30, 512, 30).status == "ok"
     gone = dx._worker_pools[(os.getpid(), "gone")]

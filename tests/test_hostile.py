@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from glia_evo.parallel import evaluate_many
+from glia_evo.evaluation.parallel import evaluate_many
 from glia_evo.problems import Instance, Scenario, get_problem
 from sandbox import WorkerPool
 from sandbox.guards import ALLOWED_IMPORTS, guarded_getattr, make_globals

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from glia_evo.parallel import evaluate_many
+from glia_evo.evaluation.parallel import evaluate_many
 from glia_evo.problems import get_problem
 from sandbox import WorkerPool, guards
 from test_hostile import TINY, live_descendants

@@ -8,7 +8,7 @@ import pytest
 from glia_evo.operators.filters import admit_projected, cooldown, predictive, shrink_guard
 from glia_evo.operators.offline import OfflineMutator, rule_crossover, _wrappers
 from glia_evo.operators.routing_blocks import headroom_admit
-from glia_evo.parallel import evaluate_many
+from glia_evo.evaluation.parallel import evaluate_many
 from glia_evo.problems import get_problem
 from population import Candidate
 from sandbox.compile import check_source

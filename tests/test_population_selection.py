@@ -122,7 +122,8 @@ def test_the_best_is_chosen_on_validation_and_every_reader_says_so(tmp_path):
 
 def test_a_resume_chooses_again_reusing_the_scores_it_has(tmp_path, monkeypatch):
     import glia_evo
-    from glia_evo import parallel, validation
+    from glia_evo import validation
+    from glia_evo.evaluation import parallel
     cfg = {"name": "bp", "problem": BINPACK, "seed": 2,
            "search": {"islands": 2, "island_capacity": 4, "validate_top": 3},
            "evaluation": {"workers": 2, "cascade": False}, "tuning": {"enabled": False},

@@ -12,7 +12,7 @@ from llm_server import PROXY_VARS, ScriptedServer
 from glia_evo.config import LLMConfig
 from glia_evo.llm import LLMClient, Prompts, Researcher, ResearchSnapshot, split_insights
 from glia_evo.llm.agents import Supervisor, SupervisorSnapshot
-from glia_evo.parallel import make_pool
+from glia_evo.evaluation.parallel import make_pool
 from glia_evo.problems import get_problem
 from glia_evo.research import ResearchTools, ToolError, check_run, make_tools
 from glia_evo.research.jobs import windowed

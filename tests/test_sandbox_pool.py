@@ -1,6 +1,6 @@
 """sandbox.WorkerPool: every job ends with a status, nothing hangs, nothing is left behind;
 results come back as JSON and nothing a job writes to its result pipe can hurt the pool;
-and glia_evo.parallel.evaluate_many on top of it (statuses, identical results, baselines).
+and glia_evo.evaluation.evaluate_many on top of it (statuses, identical results, baselines).
 (The kernel layer's own tests: tests/test_sandbox_kernel.py.)"""
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import time
 import pytest
 
 from glia_evo.evaluation import EvalResult, evaluate, policy_seed
-from glia_evo.parallel import evaluate_many, outcome_to_result, resolve_limits
+from glia_evo.evaluation.parallel import evaluate_many, resolve_limits
+from glia_evo.evaluation.wire import outcome_to_result
 from glia_evo.problems import Scenario, get_problem
 import sandbox.pool
 from sandbox import JobOutcome, WorkerPool

@@ -71,7 +71,7 @@ def _runs(tmp_path, **cfg_changes):
 def test_a_knob_set_that_slows_the_simulation_is_cut_by_the_cascade_timeout(tmp_path):
     import time
     from glia_evo.evaluation import EvalResult
-    from glia_evo.jobs import evaluate_job
+    from glia_evo.evaluation.jobs import evaluate_job
     from population import Candidate
     cfg, store, runs = _runs(tmp_path)
     cand = Candidate(source=SLOW_KNOB, island=0, operator="mutate", status="ok", fitness=1.0,
@@ -166,7 +166,7 @@ def route(queue, replicas, now, knobs):
 
 def test_the_sensitivity_probe_starts_studies_only_for_programs_whose_knobs_matter(tmp_path):
     from glia_evo.bus import Bus
-    from glia_evo.evaluator import Evaluator
+    from glia_evo.evaluation.evaluator import Evaluator
     from glia_evo.trials import Trials
     from population import Candidate
     cfg, store, runs = _runs(tmp_path, evaluation={"split": "quick", "cascade": False})

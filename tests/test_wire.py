@@ -1,6 +1,6 @@
 """The integrity layer: what a job sends back is checked and its fitness recomputed by the engine
-(glia_evo/wire.py, glia_evo/parallel.outcome_to_result), and a would-be best that does not
-reproduce its metrics in a fresh process is not believed (Engine._irreproducible)."""
+(glia_evo/evaluation/wire.py: result_from_wire, outcome_to_result), and a would-be best that does
+not reproduce its metrics in a fresh process is not believed (Evaluator.irreproducible)."""
 import math
 import os
 
@@ -11,8 +11,7 @@ from glia_evo import runner
 from glia_evo.config import load as load_config
 from glia_evo.evaluation import EvalResult
 from glia_evo.hygiene import clean, register_secret
-from glia_evo.parallel import outcome_to_result
-from glia_evo.wire import metric_violation
+from glia_evo.evaluation.wire import metric_violation, outcome_to_result
 from population import Store
 from sandbox import JobOutcome, WorkerPool
 
@@ -91,7 +90,7 @@ def test_metric_violation_accepts_real_metrics():
 # --- a would-be best must reproduce in a fresh process --------------------------------------------
 def _forging_job(job):
     """Stands for a candidate that escaped and forged a result that differs per process."""
-    from glia_evo.jobs import _evaluate_job
+    from glia_evo.evaluation.jobs import _evaluate_job
     result = _evaluate_job(job)
     if result.status == "ok" and job.cascade is False and "# forged" in job.source:
         for metrics in result.scenarios.values():
@@ -103,7 +102,7 @@ def _forging_job(job):
 
 
 def test_a_forged_best_that_does_not_reproduce_is_not_believed(tmp_path, monkeypatch):
-    from glia_evo import evaluator as evaluator_module
+    from glia_evo.evaluation import evaluator as evaluator_module
     from sim.policies import baseline_source
     seed_file = tmp_path / "forged.py"
     seed_file.write_text(baseline_source("routing", "llq") + "# forged\n")

@@ -1,6 +1,6 @@
 """The experiment jobs: they run in the sandbox pool's forked processes, like evaluations.
 
-`simulate_job` compiles a candidate (in the sandbox, as `glia_evo.evaluation.run_instance` does)
+`simulate_job` compiles a candidate (in the sandbox, as `evaluation.run.run_instance` does)
 and simulates one instance, optionally with its trace cut to a window; it sends back the metrics,
 a small part of the diagnostics and the per-request records as columns of numbers (at most
 MAX_RECORDS requests), all plain JSON. `workload_job` describes an instance's workload (no
@@ -66,7 +66,7 @@ def simulate_job(problem, instance, source: str, knobs, seed: int, window, deadl
     from sandbox import PolicyCompileError, policy_traceback
     from sim import PolicyError, PolicyInvalid
 
-    from ..evaluation import KnobError, PastDeadline, ProblemFailure, run_instance
+    from ..evaluation.run import KnobError, PastDeadline, ProblemFailure, run_instance
 
     started = time.perf_counter()
     inst = windowed(instance, window)

@@ -30,7 +30,7 @@ import time
 
 from ..hygiene import clean, clean_tree
 from ..problems import Instance, Problem
-from ..wire import metric_violation
+from ..evaluation.wire import metric_violation
 from .jobs import COLUMNS, MAX_RECORDS, simulate_job, workload_job
 
 MAX_ANSWER = 3000          # characters of one tool answer sent to the model

@@ -15,7 +15,8 @@ from soak_helpers import Soak, killed_at, repro_config, state_of
 
 KILLS = {
     "trial_in_flight": """
-        from glia_evo import evaluator, tuning_runs
+        from glia_evo import tuning_runs
+        from glia_evo.evaluation import evaluator
         _orig = evaluator.Evaluator.submit
         def submit(self, item, job):
             _orig(self, item, job)

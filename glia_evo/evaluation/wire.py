@@ -12,15 +12,21 @@ takes nothing on trust that it can check:
 - the fitness: recomputed here from the candidate's metrics and the reference metrics the
   engine obtained from its own trusted job; the job's `fitness` and `reference` are ignored.
 
-A result that fails any check becomes `crashed` with a one-line reason.
+A result that fails any check becomes `crashed` with a one-line reason (`outcome_to_result`, which
+also turns what happened to the job's process, a timeout, the memory limit, a signal, into the
+result's status).
 """
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 
-from .evaluation import STATUSES, EvalResult, geometric_mean
-from .hygiene import clean, clean_tree
+from sandbox import JobOutcome, WorkerPool
+
+from ..hygiene import clean, clean_tree
+from ..problems import Instance
+from .result import STATUSES, EvalResult, geometric_mean
 
 MAX_INSTANCES = 2000
 MAX_METRICS = 200
@@ -155,3 +161,42 @@ def result_from_wire(value, *, metric: str | None = None, reference: dict | None
         ratios.append(reference[name] / value if value > 0 else 0.0)
     result.fitness = geometric_mean(ratios)
     return result
+
+
+# --- a job's outcome -> EvalResult -----------------------------------------------------------------
+_MEMORY_ERROR = re.compile(r"^(?:line \d+(?: in [\w<>.]+)?: )?MemoryError\b")
+
+
+def _memory_text(pool: WorkerPool) -> str:
+    if pool.memory_mb is None:
+        return "ran out of memory"
+    return f"exceeded the memory limit of {pool.memory_mb:g} MiB"
+
+
+def outcome_to_result(outcome: JobOutcome, instance: Instance | str, pool: WorkerPool, *,
+                      metric: str | None = None, reference: dict | None = None,
+                      completed: dict | None = None,
+                      expected: dict[str, Collection[str]] | None = None) -> EvalResult:
+    """The EvalResult of one job (an instance, or a split's name for a multi-instance job),
+    whatever happened to its process. What the job sent is checked by
+    `result_from_wire` (with `metric` and the trusted `reference` values the
+    fitness is recomputed; `completed` and `expected` are checked); a result that fails a check
+    is `crashed`."""
+    name = instance if isinstance(instance, str) else instance.name
+    if outcome.status == "ok":
+        try:
+            result = result_from_wire(outcome.value, metric=metric, reference=reference,
+                                      completed=completed, expected=expected)
+        except WireError as exc:
+            return EvalResult(status="crashed", duration_s=outcome.duration_s,
+                              error=f"{name}: the job sent an invalid result: {exc}")
+        if result.status == "error" and result.error:
+            detail = result.error.removeprefix(f"{name}: ")
+            if _MEMORY_ERROR.match(detail):   # the candidate hit the address-space limit
+                result.status = "crashed"
+                result.error = f"{name}: {_memory_text(pool)} ({detail})"
+        return result
+    status = {"timeout": "timeout", "memory": "crashed", "crashed": "crashed"}.get(
+        outcome.status, "error")
+    error = _memory_text(pool) if outcome.status == "memory" else clean(outcome.error)
+    return EvalResult(status=status, error=f"{name}: {error}", duration_s=outcome.duration_s)

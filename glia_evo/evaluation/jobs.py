@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .evaluation import EvalResult, evaluate
-from .problems import get_problem
+from ..problems import get_problem
+from .cascade import combine, screen
+from .reference import reference_metrics
+from .result import EvalResult
+from .run import evaluate
 
 
 @dataclass(frozen=True)
@@ -29,23 +32,6 @@ class EvalJob:
     cascade_timeout_s: float = 0.0  # the first stage's wall-clock limit; 0 = none of its own
 
 
-def reference_job(problem_name: str, splits: tuple[str, ...]) -> dict:
-    """The reference baseline on every instance of `splits` (run once per search, in a job of
-    its own that runs no candidate): {"values": instance -> the problem's metric,
-    "completed": instance -> requests completed, i.e. the trace's length}. The engine computes
-    every candidate's fitness from these values and checks its metrics against the counts."""
-    from .evaluation import reference_metrics
-    problem = get_problem(problem_name)
-    values, completed = {}, {}
-    for split in splits:
-        for inst in problem.split(split):
-            metrics = reference_metrics(problem, inst)
-            values[inst.name] = metrics[problem.metric]
-            if "completed" in metrics:
-                completed[inst.name] = metrics["completed"]
-    return {"values": values, "completed": completed}
-
-
 def warm(problem_name: str, splits: tuple[str, ...]) -> None:
     """Preload a fork server (`sandbox.WorkerPool.warm`) with what every job of a search needs:
     the modules an evaluation imports, the problem's scenarios and every instance's workload of
@@ -53,7 +39,6 @@ def warm(problem_name: str, splits: tuple[str, ...]) -> None:
     reference baseline on the smallest instance (lazily initialised code paths). Trusted code
     only: it runs in the server, before any candidate's job is forked from it."""
     from sandbox import compile_policy
-    from .evaluation import reference_metrics
     problem = get_problem(problem_name)
     smallest, size = None, None
     for split in splits:
@@ -78,14 +63,13 @@ def problem_baseline_source(problem, name: str) -> str:
 
 def evaluate_job(job: EvalJob) -> dict:
     """One candidate in one sandbox process: the cascade's two stages run here in sequence
-    (`glia_evo.cascade` judges them), so the engine needs one job per candidate. Returns the
+    (`cascade.screen` judges them), so the engine needs one job per candidate. Returns the
     EvalResult as plain data (the channel carries JSON); the engine reads it with
-    `glia_evo.wire.result_from_wire`, which recomputes the fitness from its own reference."""
+    `wire.outcome_to_result`, which recomputes the fitness from its own reference."""
     return _evaluate_job(job).to_dict()
 
 
 def _evaluate_job(job: EvalJob) -> EvalResult:
-    from .cascade import combine, screen
     problem = get_problem(job.problem)
     knobs = dict(job.knobs) or None
     reference = dict(job.reference)

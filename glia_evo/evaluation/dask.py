@@ -122,7 +122,7 @@ class _WorkerSetup:
 
     def setup(self, worker) -> None:
         import signal
-        import glia_evo.jobs  # noqa: F401
+        import glia_evo.evaluation.jobs  # noqa: F401
         if self.ignore_interrupt and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 

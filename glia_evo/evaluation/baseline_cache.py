@@ -13,11 +13,12 @@ The key (a SHA-256) covers everything a baseline's result depends on:
 - the baseline's name and the SHA-256 of its source;
 - the code version (`code_version()`): a hash of every file of the `sim` package (its Python
   sources, profiles and packaged traces), of `glia_evo/problems/` (scenario definitions and
-  workload generators) and of `glia_evo/evaluation.py`. Recalibrating the simulator, editing a
-  scenario or a trace changes it, and every entry made before is simply never found again.
+  workload generators) and of the evaluation function (`glia_evo/evaluation/run.py` and
+  `result.py`). Recalibrating the simulator, editing a scenario or a trace changes it, and every
+  entry made before is simply never found again.
 
 Entries are read back as JSON only (never a pickle), size-limited, and validated like a job's
-result (`glia_evo.wire.result_from_wire`: shape, finite numbers, the simulator's invariants, the
+result (`wire.result_from_wire`: shape, finite numbers, the simulator's invariants, the
 instances it must cover, the fitness recomputed from the reference baseline's cached metrics); an
 entry that fails is ignored (and simulated again). Writes are atomic (a temporary file renamed),
 so concurrent runs at worst both simulate and write the same entry.
@@ -30,12 +31,13 @@ import json
 import os
 from pathlib import Path
 
-from .evaluation import EvalResult
+from .result import EvalResult
 
 CACHE_ENV = "GLIA_EVO_CACHE_DIR"
 FORMAT = 1
 MAX_ENTRY_BYTES = 32 << 20
-_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent      # glia_evo/evaluation
+_ROOT = _PACKAGE.parent.parent
 
 
 def cache_dir() -> Path | None:
@@ -55,11 +57,11 @@ def cache_dir() -> Path | None:
 def _code_files() -> list[Path]:
     import sim
     sim_root = Path(sim.__file__).resolve().parent
-    problems_root = Path(__file__).resolve().parent / "problems"
     files = [p for p in sim_root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
              and p.suffix not in (".pyc", ".pyo")]
-    files += [p for p in problems_root.rglob("*.py") if "__pycache__" not in p.parts]
-    files.append(Path(__file__).resolve().parent / "evaluation.py")
+    files += [p for p in (_PACKAGE.parent / "problems").rglob("*.py")
+              if "__pycache__" not in p.parts]
+    files += [_PACKAGE / "run.py", _PACKAGE / "result.py"]     # the evaluation function
     return sorted(set(files))
 
 

@@ -1,20 +1,21 @@
-"""The engine's side of evaluation: the reference (simulated once, in a trusted job), the job a
+"""The engine's side of evaluation: the run's reference (`reference.for_run`), the job a
 candidate is sent as, the jobs in flight (processed in submission order), reading a job's
 outcome into a checked result whose fitness the engine computes itself, and the re-run a
 would-be best must survive."""
 from __future__ import annotations
 
 import collections
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from population import Candidate, Store
 
-from .config import RunConfig
-from .jobs import EvalJob, evaluate_job, reference_job, warm as warm_job
-from .parallel import outcome_to_result
-from .run_state import REFERENCE_KEY
+from ..run_state import REFERENCE_KEY
+from . import reference
+from .jobs import EvalJob, evaluate_job, warm as warm_job
+from .wire import outcome_to_result
 
-REFERENCE_ATTEMPTS = 3
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 
 class EngineError(RuntimeError):
@@ -52,23 +53,13 @@ class Evaluator:
         warm = getattr(self.pool, "warm", None)     # a fork server: jobs start with these loaded
         if warm is not None:
             warm(warm_job, self.problem.key, splits)
-        saved = self.store.get_meta(REFERENCE_KEY)
-        if saved and saved.get("splits") == list(splits):
-            self.completed = saved.get("completed") or {}
-            self.reference = saved["values"]
-            return
-        for attempt in range(REFERENCE_ATTEMPTS):   # a job killed from outside: run it again
-            outcome = self.pool.submit(reference_job, self.problem.key, splits).result()
-            if outcome.status not in ("crashed", "timeout"):
-                break
-            self.bus.emit("reference_retry", attempt=attempt + 1, error=outcome.error)
-        if outcome.status != "ok":
-            raise EngineError(f"the reference baseline {self.problem.reference} failed "
-                              f"({outcome.status}): {outcome.error}")
-        values, completed = _reference_values(outcome.value, self.problem.reference)
-        self.store.set_meta(REFERENCE_KEY, {"splits": list(splits), "values": values,
-                                            "completed": completed})
-        self.completed, self.reference = completed, values
+        try:
+            self.reference, self.completed = reference.for_run(
+                self.pool, self.problem, splits, self.store, REFERENCE_KEY,
+                on_killed=lambda attempt, error: self.bus.emit(
+                    "reference_retry", attempt=attempt, error=error))
+        except reference.ReferenceFailure as exc:
+            raise EngineError(str(exc)) from None
 
     def job(self, cand: Candidate) -> EvalJob:
         """Evaluations use the policy rng seed base 0 whatever the run's seed (common random
@@ -120,16 +111,3 @@ class Evaluator:
         return (f"did not reproduce its metrics in a fresh process (first {result.status} "
                 f"{result.fitness:.4f}, then {again.status} {again.fitness:.4f})")
 
-
-def _reference_values(value, name: str) -> tuple[dict, dict]:
-    """The reference job's {"values", "completed"}, checked: positive finite metrics, whole
-    request counts (it is trusted code, but its answer still crossed the job channel)."""
-    try:
-        values, completed = value["values"], value.get("completed") or {}
-        ok = (all(type(v) in (int, float) and 0 < v < float("inf") for v in values.values())
-              and all(type(c) is int and c >= 0 for c in completed.values()))
-    except (TypeError, KeyError, AttributeError):
-        ok = False
-    if not ok:
-        raise EngineError(f"the reference baseline {name} sent an unusable result")
-    return values, completed

@@ -20,10 +20,11 @@ through `evaluate_many`, i.e. each (candidate, instance) in its own contained pr
 """
 from __future__ import annotations
 
-from .evaluation import EvalResult
-from .parallel import evaluate_many, make_pool
-from .problems import Instance, Problem
 from sandbox import WorkerPool
+
+from ..problems import Instance, Problem
+from .parallel import evaluate_many, make_pool
+from .result import EvalResult
 
 
 def evaluate_cascade(source: str, problem: Problem, *,
@@ -36,7 +37,7 @@ def evaluate_cascade(source: str, problem: Problem, *,
     """Evaluate `source` on `stage1`, and on `stage2` only if stage 1 clears the bar.
 
     `pool` (or else a pool made from `workers`, `timeout_s`, `memory_mb`, `cpu_s`, see
-    `glia_evo.parallel.make_pool`) runs both stages.
+    `parallel.make_pool`) runs both stages.
     """
     stage1 = list(problem.split("quick") if stage1 is None else stage1)
     stage2 = list(problem.split("train") if stage2 is None else stage2)

@@ -1,4 +1,4 @@
-"""The evaluation job: candidate source + knobs + problem + instances -> EvalResult.
+"""One candidate on instances, in this process: source + knobs + problem + instances -> EvalResult.
 
 The candidate is compiled by `sandbox` and the compiled policy is handed to `sim`; `glia-evo
 simulate --policy FILE.py` goes through this same function, so users see what the search sees.
@@ -13,22 +13,17 @@ sandboxed functions instead of the simulator (`run_own_evaluate`).
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from sandbox import PolicyCompileError, compile_policy, policy_traceback
 from sim import PolicyError, PolicyInvalid, simulate
 from sim.policies import load_trusted
 
-from .problems import Instance, Problem
-
-from population import STATUSES as _CANDIDATE_STATUSES
-
-# what an evaluation can end as (a candidate is also "pending" before it has one)
-STATUSES = tuple(s for s in _CANDIDATE_STATUSES if s != "pending")
+from ..problems import Instance, Problem
+from .result import EvalResult, geometric_mean
 
 
 class PastDeadline(Exception):
@@ -44,21 +39,6 @@ def _with_deadline(entrypoints: dict, deadline: float) -> dict:
             return fn(*args, **kwargs)
         return call
     return {name: guarded(fn) for name, fn in entrypoints.items()}
-
-
-@dataclass
-class EvalResult:
-    status: str                       # one of STATUSES
-    fitness: float = 0.0
-    scenarios: dict = field(default_factory=dict)     # instance name -> metrics
-    diagnostics: dict = field(default_factory=dict)   # instance name -> diagnostics
-    reference: dict = field(default_factory=dict)     # instance name -> reference metric value
-    error: str | None = None          # one line, about the candidate's own code
-    line: int | None = None
-    duration_s: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class KnobError(ValueError):
@@ -176,19 +156,6 @@ def simulate_policies(problem: Problem, instance: Instance, entrypoints: dict, k
     return result
 
 
-def reference_metrics(problem: Problem, instance: Instance, fast: bool = True) -> dict:
-    """The reference baseline's metrics on an instance (fitness 1.0), computed once per process."""
-    return _reference_metrics(problem.key, instance, fast)
-
-
-@functools.lru_cache(maxsize=256)
-def _reference_metrics(problem_key: str, instance: Instance, fast: bool) -> dict:
-    from .problems import get_problem
-    problem = get_problem(problem_key)
-    source = problem.baseline_source(problem.reference)
-    return run_instance(source, problem, instance, None, seed=0, fast=fast).metrics
-
-
 def evaluate(source: str, problem: Problem, instances: list[Instance], *,
              knobs: dict | None = None, seed: int = 0, fast: bool = True,
              reference: dict | None = None, deadline_s: float | None = None) -> EvalResult:
@@ -208,6 +175,7 @@ def evaluate(source: str, problem: Problem, instances: list[Instance], *,
             sim = run_instance(source, problem, instance, knobs, seed, fast, deadline)
             ref = (reference or {}).get(instance.name)
             if ref is None:
+                from .reference import reference_metrics
                 ref = reference_metrics(problem, instance, fast)[problem.metric]
             value = sim.metrics[problem.metric]
             result.scenarios[instance.name] = sim.metrics
@@ -236,24 +204,3 @@ def evaluate(source: str, problem: Problem, instances: list[Instance], *,
         result.fitness = geometric_mean(ratios)
     result.duration_s = time.perf_counter() - started
     return result
-
-
-def geometric_mean(values: list[float]) -> float:
-    if not values or min(values) <= 0:
-        return 0.0
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
-def compact_diagnostics(diag: dict | None) -> dict:
-    """What is worth storing per candidate: the summary numbers and slowest requests."""
-    out = {}
-    for name, d in (diag or {}).items():
-        if isinstance(d, dict) and "router_calls" in d:
-            out[name] = {k: d[k] for k in ("load_imbalance_cv_mean", "max_queue_len",
-                                           "slowest_requests", "starvation", "scale_calls")
-                         if k in d}
-            if isinstance(d.get("scale_events"), list):      # autoscaling: the first decisions
-                out[name]["scale_events"] = d["scale_events"][:20]
-        else:
-            out[name] = d
-    return out
