@@ -303,6 +303,10 @@ class LineageServer(http.server.ThreadingHTTPServer):
 
 class _LineageHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        port = self.server.server_address[1]
+        if self.headers.get("Host", "") not in (f"{HOST}:{port}", f"localhost:{port}"):
+            # a page of another site reaching loopback through a rebound DNS name
+            return self._send(403, "text/plain", "forbidden: open this page at its address")
         if urllib.parse.urlsplit(self.path).path not in ("/", "/lineage.html"):
             return self._send(404, "text/plain", "not found: the lineage page is at /")
         try:

@@ -213,3 +213,22 @@ def test_lineage_nodes_link_to_their_candidates_runs():
     assert f'href="http://127.0.0.1:5000/#/experiments/1/runs/{"b" * 32}?' in served
     plain = lineage_html(cands)                      # no links: the page as before, no script
     assert "<a " not in plain and "<script>" not in plain
+
+
+def test_the_lineage_server_answers_its_own_address_only(tmp_path):
+    """glia-evo ui's lineage page (no state file here: a one-line 500, not a traceback), and a
+    request naming another host (DNS rebinding) is refused."""
+    import urllib.error
+    import urllib.request
+    from glia_evo.ui import LineageServer
+    server = LineageServer(tmp_path, "http://127.0.0.1:5000", "1").start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(server.url, timeout=10)
+        assert err.value.code == 500 and b"cannot build the lineage page" in err.value.read()
+        req = urllib.request.Request(server.url, headers={"Host": "evil.example:80"})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 403
+    finally:
+        server.stop()

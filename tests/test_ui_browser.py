@@ -94,6 +94,7 @@ def test_ui_opens_on_the_candidates_and_the_lineage_page_reaches_a_candidate(tmp
     cfg = tmp_path / "browser.toml"
     cfg.write_text(small_run_toml("browser", 6, tracking={"enabled": True}))
     run = tmp_path / "run"
+    t0 = time.monotonic()
     res = glia("run", str(cfg), "--out", str(run), "--quiet", "--no-report", timeout=300)
     assert res.returncode == 0, res.stderr
     if list((run / "tracking_backlog").glob("*.json")):          # a slow machine's tail
@@ -115,6 +116,7 @@ def test_ui_opens_on_the_candidates_and_the_lineage_page_reaches_a_candidate(tmp
     assert all(re.fullmatch(r"#/experiments/\d+/runs/[0-9a-f]{32}\?workflowType=machine_"
                             r"learning", r) for r in routes.values()), routes
 
+    print(f"run: {time.monotonic() - t0:.1f} s")
     port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "glia_evo.cli", "ui", str(run), "--port",
                            str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -122,6 +124,7 @@ def test_ui_opens_on_the_candidates_and_the_lineage_page_reaches_a_candidate(tmp
     try:
         lines = read_lines(ui, 2, 180)
         assert len(lines) == 2, (lines, ui.stderr.read() if ui.poll() is not None else "")
+        print(f"ui up: {time.monotonic() - t0:.1f} s")
         candidates_url = lines[0].split()[-4]
         lineage_url = lines[1].split()[2]
         assert candidates_url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
@@ -135,6 +138,7 @@ def test_ui_opens_on_the_candidates_and_the_lineage_page_reaches_a_candidate(tmp
         page.get_by_text(f"{len(store_all(run))} matching runs").wait_for(timeout=30_000)
         _close_assistant(page)
         page.screenshot(path=str(run / "ui_candidates.png"))
+        print(f"candidates table: {time.monotonic() - t0:.1f} s")
 
         # 2. the lineage page: every node is a link; the best's opens its MLflow run page
         page.goto(lineage_url)
@@ -151,7 +155,7 @@ def test_ui_opens_on_the_candidates_and_the_lineage_page_reaches_a_candidate(tmp
         shot = run / "ui_candidate.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
-        print(f"screenshot: {shot}")
+        print(f"screenshot: {shot} at {time.monotonic() - t0:.1f} s")
         assert not browser.refused, f"the browser tried to leave loopback: {browser.refused}"
     finally:
         if ui.poll() is None:
