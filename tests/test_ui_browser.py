@@ -151,6 +151,7 @@ def test_ui_opens_on_the_candidates_and_the_lineage_page_reaches_a_candidate(tmp
         page.get_by_text(run_id).first.wait_for(timeout=60_000)          # "About this run"
         page.get_by_text(best.id, exact=True).first.wait_for(timeout=30_000)  # its name
         page.get_by_text("fitness", exact=True).first.wait_for(timeout=30_000)
+        page.get_by_role("link", name="browser", exact=True).first.wait_for(timeout=30_000)
         _close_assistant(page)
         shot = run / "ui_candidate.png"
         page.screenshot(path=str(shot))
