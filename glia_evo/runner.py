@@ -239,6 +239,7 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
     evaluation for a reason other than a full disk (so the corrected command can run)."""
     from .evaluation.executors import make_executor
 
+    clock = {"began": time.monotonic()}
     try:
         trim_partial_line(RunFolder(run_dir).tuning_journal)
     except OSError as exc:
@@ -289,6 +290,7 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
         for s, h in old.items():
             signal.signal(s, h)
         pool.shutdown()        # kills the evaluations still running (after an error or abort)
+    clock["search"] = time.monotonic()
     if aborted:
         display.close()
         print(f"glia-evo: aborted; in-flight evaluations will run again on `glia-evo resume "
@@ -321,6 +323,7 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
     if status.get("tuning"):
         print(tuning_line(status["tuning"]))
     choice = choose_on_validation(cfg, run_dir, engine) if best and not engine.fatal else None
+    clock["validation"] = time.monotonic()
     if best:
         print(f"best: {best['id']} fitness {best['fitness']:.4f} on the "
               f"'{cfg.evaluation.split}' split (operator {best['operator']}, island "
@@ -338,18 +341,41 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
         print(f"held-out: not evaluated (the report is off): the '{cfg.evaluation.split}' "
               f"fitness chose the best and flatters it; `glia-evo report {run_dir}` compares "
               f"it with the shipped baselines on the test split")
+    clock["report"] = time.monotonic()
     error = _close(engine)
     if error is not None:
         reason = disk_full_reason(error)
         if reason is None:
             raise error
         return disk_full(run_dir, reason)
+    print(took_line(clock, time.monotonic()))
     print(f"next: glia-evo status {run_dir}   |   glia-evo simulate --problem {cfg.problem} "
           f"--policy {run_dir / 'best.py'} --split test   |   glia-evo export {run_dir} --out "
           f"policy.py   |   glia-evo ui {run_dir}   |   glia-evo resume {run_dir} "
           + (f"--max-evaluations {2 * cfg.budget.max_evaluations}" if why and "evaluation budget"
              in why else "--minutes 30"))
     return rc
+
+
+def took_line(clock: dict, end: float) -> str:
+    """How long this session took, and where: `clock` holds the monotonic time each phase
+    ended (`began` is the start); a phase that took under half a second is not named, nor the
+    only one."""
+    marks = [("search", "search"), ("validation", "choosing on validation"),
+             ("report", "report"), ("end", "closing")]
+    last, parts = clock["began"], []
+    for key, label in marks:
+        at = end if key == "end" else clock.get(key, last)
+        if at - last >= 0.5:
+            parts.append(f"{label} {_duration(at - last)}")
+        last = at
+    return f"took {_duration(end - clock['began'])}" + (f" ({', '.join(parts)})"
+                                                         if len(parts) > 1 else "")
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s"
 
 
 def choose_on_validation(cfg: RunConfig, run_dir: Path, engine: Engine) -> dict | None:

@@ -73,3 +73,12 @@ def test_no_report_on_run_and_resume_and_the_report_progress_in_a_log(tmp_path):
     assert progress and progress[-1].endswith("/" + progress[-1].split("/")[-1])
     done, total = map(int, progress[-1].split()[-1].split("/"))
     assert done == total > 0
+
+
+def test_the_last_lines_say_how_long_the_session_took_and_where():
+    from glia_evo.runner import took_line
+    clock = {"began": 0.0, "search": 95.2, "validation": 115.0, "report": 160.1}
+    assert took_line(clock, 161.0) == ("took 2 min 41 s (search 1 min 35 s, choosing on "
+                                       "validation 20 s, report 45 s, closing 1 s)")
+    assert took_line({"began": 0.0, "search": 4.0, "validation": 4.1, "report": 4.2},
+                     4.3) == "took 4 s"            # one phase: no breakdown

@@ -1,6 +1,7 @@
 """The held-out report: best candidate and baselines on a split never used for selection, at the
 end of a run ([report] at_end) and on demand (`glia-evo report`)."""
 import json
+import re
 
 from cli_helpers import run_glia as glia, small_run_toml
 
@@ -62,6 +63,7 @@ def test_a_failing_report_leaves_the_run_done_with_one_line(tmp_path):
     assert line.startswith("glia-evo: no held-out report: cannot write the report to")
     assert line.endswith(f"`glia-evo report {run} --split quick`")
     assert "stopped: evaluation budget of 3 reached" in proc.stdout
+    assert re.search(r"^took \d+ s( \(search \d+ s, .*\))?$", proc.stdout, re.M), proc.stdout
     status = glia("status", str(run), "--json")
     assert json.loads(status.stdout)["evaluations"] == 3
 
