@@ -6,6 +6,9 @@
    fitness reached against llq (1.0) and hra, and the time a tuning trial takes.
 2. Two short identical searches (quick split, tuning off), tracking on and off, alternated:
    evaluations per second with tracking / without.
+4. The held-out report (`glia-evo report DIR`, test split, every baseline) of one small run,
+   with a cold baseline cache (an empty GLIA_EVO_CACHE_DIR) and a warm one, alternated:
+   report seconds cold / warm (`--only-report`).
 3. `--tuning-ab`: does tuning pay for itself? The default routing config (runs/routing.toml)
    seeded from `round_robin`, 200 evaluations, for search seeds 0, 1, 2, with tuning on and
    off (alternated, same seeds and budget): the run's best on the validation split (its own
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--only-tracking", action="store_true", help="only part 2")
     ap.add_argument("--tuning-ab", action="store_true", help="only part 3")
+    ap.add_argument("--only-report", action="store_true", help="only part 4")
     ap.add_argument("--seeds", default="0,1,2", help="search seeds of part 3")
     args = ap.parse_args()
     if args.tuning_ab:
@@ -67,6 +72,9 @@ def main() -> None:
     if args.only_tracking:
         base = Path(tempfile.mkdtemp())
         tracking_ratio(base, args.workers)
+        return
+    if args.only_report:
+        report_cache_ratio(Path(tempfile.mkdtemp()), args.workers)
         return
     out = args.out or Path(tempfile.mkdtemp()) / "bench"
     shutil.rmtree(out, ignore_errors=True)
@@ -103,6 +111,37 @@ def main() -> None:
         print(f"tuning: {len(trials)} trials, {per:.2f} s per trial "
               f"({per / per_eval:.2f}x a candidate evaluation)")
     tracking_ratio(out.parent, args.workers)
+    report_cache_ratio(out.parent, args.workers)
+
+
+def report_cache_ratio(base: Path, workers: int, rounds: int = 2) -> None:
+    """Seconds `glia-evo report` takes with a cold baseline cache and a warm one (alternated,
+    each its own process, so start-up counts as it does for a user)."""
+    import os
+    import subprocess
+    import sys
+    run = base / "report_run"
+    shutil.rmtree(run, ignore_errors=True)
+    path = base / "report_run.toml"
+    path.write_text(QUICK.format(workers=workers, evals=6, tracking="false"))
+    start(load(path, {"out": str(run), "report.at_end": False}), progress=False)
+    warm_dir = base / "cache_warm"
+    times: dict[str, list[float]] = {"cold": [], "warm": []}
+    for r in range(rounds + 1):
+        for kind in ("cold", "warm"):
+            cache = warm_dir if kind == "warm" else base / f"cache_cold_{r}"
+            shutil.rmtree(cache, ignore_errors=True) if kind == "cold" else None
+            env = {**os.environ, "GLIA_EVO_CACHE_DIR": str(cache)}
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "glia_evo.cli", "report", str(run), "--json",
+                            "--workers", str(workers)], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            if r or kind == "cold":       # round 0's warm run fills the warm cache
+                times[kind].append(time.perf_counter() - t0)
+    cold, warm = min(times["cold"]), min(times["warm"])
+    print(f"report on the test split: {cold:.1f} s cold / {warm:.1f} s warm baseline cache = "
+          f"{cold / warm:.1f}x (min of {rounds} alternated runs each; median "
+          f"{statistics.median(times['cold']):.1f} / {statistics.median(times['warm']):.1f} s)")
 
 
 QUICK = """
