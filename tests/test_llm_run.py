@@ -29,6 +29,7 @@ island_capacity = 4
 tournament = {tournament}
 seeds = ["llq"]
 migration_interval = 100
+validate_top = {validate_top}
 [budget]
 minutes = 10.0
 max_evaluations = {evals}
@@ -63,11 +64,14 @@ def server():
 
 
 def run(tmp_path, server, *, evals=8, islands=1, supervise=0, budget="", extra="",
-        args=(), key=KEY, name="run", tournament=3, retries=6):
+        args=(), key=KEY, name="run", tournament=3, retries=6, validate_top=0):
+    """`validate_top=0`: the best is the fittest on the training split (no validation choice,
+    which these tests of the LLM path would spend most of their time on)."""
     cfg = tmp_path / f"{name}.toml"
     cfg.write_text(CONFIG.format(url=server.url, model=MODEL, evals=evals, islands=islands,
                                  supervise=supervise, budget=budget, extra=extra,
-                                 tournament=tournament, retries=retries))
+                                 tournament=tournament, retries=retries,
+                                 validate_top=validate_top))
     out = tmp_path / name
     env = loopback_env({k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"})
     if key is not None:
@@ -119,7 +123,7 @@ def test_llm_search_improves_recovers_repairs_and_steers(tmp_path, server):
         return Reply(llm_scripts.child_answer(req))
     server.default("researcher_repair", repair)
 
-    proc, out = run(tmp_path, server, evals=14, supervise=4)
+    proc, out = run(tmp_path, server, evals=14, supervise=4, validate_top=3)
     assert proc.returncode == 0, proc.stderr
     assert "evaluation budget of 14 reached" in proc.stdout and "LLM:" in proc.stdout
     cands, meta = candidates(out)

@@ -343,7 +343,8 @@ def test_a_whole_run_with_research_turns(tmp_path):
         install_research(server, plan)
         run = api.search({
             "name": "research", "seed": 0, "out": str(tmp_path / "run"),
-            "search": {"islands": 1, "island_capacity": 4, "seeds": ["llq"]},
+            "search": {"islands": 1, "island_capacity": 4, "seeds": ["llq"],
+                       "validate_top": 0},
             "budget": {"minutes": 5.0, "max_evaluations": 5},
             "evaluation": {"workers": 1, "split": "quick", "cascade": False, "timeout_s": 120.0},
             "tuning": {"enabled": False}, "report": {"at_end": False},
