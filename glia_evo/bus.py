@@ -68,3 +68,31 @@ def progress(show: Callable[[dict], None], status: Callable[[], dict]) -> Subscr
         if name == "evaluation" and not fields.get("recovered"):
             show(status())
     return update
+
+
+def for_run(events, tracker_, store, best_path: Path, train_split: str,
+            show: Callable[[dict], None] | None, status: Callable[[], dict]) -> Bus:
+    """A run's bus: the event log, the tracker (if any), `best.py` and the display (if any)."""
+    bus = Bus()
+    bus.subscribe(event_log(events))
+    if tracker_ is not None:
+        bus.subscribe(tracker(tracker_, store))
+    bus.subscribe(best_file(best_path, train_split))
+    if show:
+        bus.subscribe(progress(show, status))
+    return bus
+
+
+def close_tracker(tracker_, bus: Bus, timeout_s: float) -> list[Exception]:
+    """Close the tracker, waiting at most `timeout_s` for its backlog (what is left is logged on
+    the next start: a `tracking_backlog` event says how much); returns the error, if any (its
+    process is then terminated)."""
+    try:
+        tracker_.close(timeout_s=timeout_s)
+        if tracker_.pending():
+            bus.emit("tracking_backlog", pending=tracker_.pending(), error=tracker_.last_error)
+    except Exception as exc:   # noqa: BLE001
+        if tracker_.proc.poll() is None:
+            tracker_.proc.terminate()
+        return [exc]
+    return []

@@ -553,6 +553,15 @@ class Crew:
         if self.side:
             self.abandon(side_too=True)
 
+    def finish(self, interrupted: bool, stopping, request_stop) -> None:
+        """`finish_side_tasks`; a Ctrl-C while waiting for them requests the stop
+        (`request_stop("interrupted")`) and gives up on every call at once."""
+        try:
+            self.finish_side_tasks(interrupted, stopping)
+        except KeyboardInterrupt:
+            request_stop("interrupted")
+            self.abandon(side_too=True)
+
     def close(self) -> None:
         self.cancel.set()
         self.client.close()

@@ -14,9 +14,10 @@ transactions loses that one proposal (and the tokens it used are not counted); n
 is lost. LLM answers are not reproducible, so an LLM run is not a deterministic function of the
 seed; the offline path is.
 
-The parts: `run_state` (counters, budgets), `evaluator` (reference, jobs, reading results),
-`children` (a proposal -> a stored child), `crew` (the LLM agents), `trials` (tuning), `bus`
-(events, published once to the event log, the tracker, `best.py` and the display).
+The parts: `run_state` (counters, budgets), `evaluation.evaluator` (reference, jobs, reading
+results onto their candidates), `children` (a proposal -> a stored child), `crew` (the LLM
+agents), `trials` (tuning), `bus` (events, published once to the event log, the tracker,
+`best.py` and the display).
 """
 from __future__ import annotations
 
@@ -27,21 +28,20 @@ from pathlib import Path
 
 from population import Candidate, Islands, Store
 
-from . import analyst, bus as subscribers
-from .bus import Bus
+from . import bus as subscribers
 from .config import RunConfig
 from .crew import OFFLINE, Crew
-from .evaluation.result import EvalResult, compact_diagnostics
 from .evaluation.evaluator import EngineError, Evaluator
 from .events import EventLog, recover_evaluations
-from .lineage import lineage_record
 from .problems import get_problem
 from .proposals import STARTED, Proposals
-from .run_state import ELAPSED_KEY, EVALUATIONS_KEY, LAST_MIGRATION_KEY, Budget, run_status
+from .run_folder import RunFolder
+from .run_state import (ELAPSED_KEY, EVALUATIONS_KEY, LAST_MIGRATION_KEY, Budget, lineage_view,
+                        run_status)
 from .tracking import LINEAGE_EVERY, Tracker
 from .trials import Trials
+from .tuning import knob_spec_of
 from .tuning_runs import Trial, TuningRuns
-from .run_folder import RunFolder
 
 
 __all__ = ["Budget", "Engine", "EngineError", "run_status"]
@@ -59,18 +59,15 @@ class Engine:
         self.events = EventLog(RunFolder(run_dir).events)
         self.tracker = (Tracker(run_dir, cfg.tracking.uri or None, run_name=cfg.name)
                         if cfg.tracking.enabled else None)
-        self.bus = Bus()
-        self.bus.subscribe(subscribers.event_log(self.events))
-        if self.tracker is not None:
-            self.bus.subscribe(subscribers.tracker(self.tracker, self.store))
-        self.bus.subscribe(subscribers.best_file(RunFolder(run_dir).best, cfg.evaluation.split))
-        if progress:
-            self.bus.subscribe(subscribers.progress(progress, self.status))
+        self.bus = subscribers.for_run(self.events, self.tracker, self.store,
+                                       RunFolder(run_dir).best, cfg.evaluation.split,
+                                       progress, self.status)
         self.budget = Budget.of(cfg)
         self.stopping: str | None = None
         self.evaluator = Evaluator(cfg, self.problem, pool, self.store, self.bus,
                                    lambda: self.stopping)
-        self.tuning = TuningRuns(cfg, self.store, self.islands, run_dir, self._knob_spec)
+        self.tuning = TuningRuns(cfg, self.store, self.islands, run_dir,
+                                 lambda source: knob_spec_of(source, self.problem.entrypoints))
         self.trials = Trials(cfg, self.problem, self.tuning, self.evaluator, self.store,
                              self.islands, self.bus)
         self.crew = (Crew(cfg, self.problem, self.store, self.islands, self.bus, self.budget,
@@ -79,14 +76,6 @@ class Engine:
         self.proposals = Proposals(cfg, self.problem, self.store, self.islands, self.bus,
                                    self.crew)
         self.ready = self.proposals.ready          # LLM children waiting for a worker
-
-    def _knob_spec(self, source: str) -> dict:
-        from sandbox import PolicyCompileError
-        from sandbox.compile import check_source
-        try:
-            return check_source(source, self.problem.entrypoints)
-        except PolicyCompileError:
-            return {}
 
     # --- budgets ----------------------------------------------------------------------------------
     @property
@@ -123,28 +112,8 @@ class Engine:
 
     # --- processing results -----------------------------------------------------------------------
     def _process(self, cand: Candidate, outcome) -> None:
-        e = self.cfg.evaluation
-        result = self.evaluator.read(outcome, e.split, e.cascade_split if e.cascade else None)
-        if result.status == "ok" and self._would_be_best(result.fitness):
-            why = self.evaluator.irreproducible(cand, self.evaluator.job(cand), result)
-            if why:
-                result = EvalResult(status="crashed", error=why, duration_s=result.duration_s)
         parent = self.store.get(cand.parents[0]) if cand.parents else None
-        cand.status = result.status
-        cand.fitness = result.fitness if result.status == "ok" else 0.0
-        cand.metrics = result.scenarios
-        cand.error = result.error
-        cand.evaluated_at = time.time()
-        cand.eval_seconds = result.duration_s
-        cascade = result.diagnostics.get("cascade", {}) if result.diagnostics else {}
-        stage1 = cascade.get("stage1_fitness")
-        if type(stage1) in (int, float) and 0 <= stage1 < float("inf"):
-            cand.extra["stage1_fitness"] = stage1
-        cand.extra["diagnostics"] = compact_diagnostics(result.diagnostics)
-        cand.reasoning = analyst.summarize(result, parent.fitness if parent else None,
-                                           parent.metrics if parent else None,
-                                           cand.extra.get("hypothesis") or cand.rationale,
-                                           self.problem)
+        result = self.evaluator.conclude(cand, outcome, parent, self.islands.best)
         with self.store.transaction():
             member = self.islands.insert(cand)
             self.tuning.count_candidate(result, cand if member else None)
@@ -160,16 +129,12 @@ class Engine:
             self.crew.maybe_analyse(cand, parent, self.stopping)
         self._maybe_migrate()
         if self.tracker is not None and self.evaluations % LINEAGE_EVERY == 0:
-            self.tracker.lineage(*self._lineage())      # the UI's lineage page, during the run
+            self.tracker.lineage(*lineage_view(self.store, self.islands))   # the UI's page
         if self.crew is not None:
             self.crew.maybe_supervise(self.evaluations, self._why_stop())
         best = self.islands.best()
         if best is not None and best.id == cand.id:
             self.bus.emit("best", best)
-
-    def _would_be_best(self, fitness: float) -> bool:
-        best = self.islands.best()
-        return best is None or fitness > best.fitness
 
     def _maybe_migrate(self) -> None:
         s = self.cfg.search
@@ -214,7 +179,10 @@ class Engine:
                         self.trials.process(item, future.result())
                     else:
                         self._process(item, future.result())
-            self._finish_side_tasks()
+            if self.crew is not None:
+                self.crew.finish(self.stopping in ("interrupted", "terminated")
+                                 or bool(self.proposals.fatal), lambda: self.stopping,
+                                 self.request_stop)
         except BaseException:
             try:
                 self._checkpoint()
@@ -269,15 +237,9 @@ class Engine:
             self.bus.emit("best", best)
         if self.tracker is not None:
             self.tracker.finish_search(
-                *self._lineage(), best.to_dict() if best else None,
+                *lineage_view(self.store, self.islands), best.to_dict() if best else None,
                 status="KILLED" if self.stopping in ("interrupted", "terminated") else "FINISHED")
         return why
-
-    def _lineage(self) -> tuple[list, list]:
-        """(leaderboard, every finished candidate's lineage record) for the tracker."""
-        return ([{"id": c.id, "fitness": c.fitness, "operator": c.operator, "island": c.island}
-                 for c in self.islands.leaderboard(20)],
-                [lineage_record(c) for c in self.store.all() if c.status != "pending"])
 
     def _wait_any(self) -> None:
         """Wait until the oldest evaluation or any LLM call is done (or, with no evaluation to
@@ -298,16 +260,6 @@ class Engine:
             if done or (self.stopping and (research or not self.inflight)):
                 return
 
-    def _finish_side_tasks(self) -> None:
-        if self.crew is None:
-            return
-        interrupted = self.stopping in ("interrupted", "terminated") or bool(self.proposals.fatal)
-        try:
-            self.crew.finish_side_tasks(interrupted, lambda: self.stopping)
-        except KeyboardInterrupt:
-            self.request_stop("interrupted")
-            self.crew.abandon(side_too=True)
-
     def _checkpoint(self) -> None:
         self.store.set_meta(ELAPSED_KEY, self.elapsed())
         if self.crew is not None:
@@ -322,15 +274,7 @@ class Engine:
         and are logged on the next start."""
         errors = []
         if self.tracker is not None:
-            try:
-                self.tracker.close(timeout_s=tracking_timeout_s)
-                if self.tracker.pending():
-                    self.bus.emit("tracking_backlog", pending=self.tracker.pending(),
-                                  error=self.tracker.last_error)
-            except Exception as exc:   # noqa: BLE001
-                errors.append(exc)
-                if self.tracker.proc.poll() is None:
-                    self.tracker.proc.terminate()
+            errors += subscribers.close_tracker(self.tracker, self.bus, tracking_timeout_s)
         if self.crew is not None:
             self.crew.close()
         for closer in (self.events.close, self.store.close):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from population import STATUSES, Islands, Store
 
 from .config import RunConfig
+from .lineage import lineage_record
 from .tuning_runs import STATS_KEY, TRIALS_KEY, new_stats, tuning_summary
 
 ELAPSED_KEY = "elapsed_s"
@@ -127,3 +128,10 @@ def run_status(store: Store, islands: Islands, budget: Budget, elapsed_s: float)
     if insights:
         out["insights"] = len(insights)
     return out
+
+
+def lineage_view(store: Store, islands: Islands) -> tuple[list, list]:
+    """(leaderboard, every finished candidate's lineage record): what the tracker logs."""
+    return ([{"id": c.id, "fitness": c.fitness, "operator": c.operator, "island": c.island}
+             for c in islands.leaderboard(20)],
+            [lineage_record(c) for c in store.all() if c.status != "pending"])

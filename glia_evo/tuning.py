@@ -28,6 +28,16 @@ def storage(journal: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(journal)))
 
 
+def knob_spec_of(source: str, entrypoints) -> dict:
+    """The program's KNOBS (name -> (default, low, high)); {} if it does not compile."""
+    from sandbox import PolicyCompileError
+    from sandbox.compile import check_source
+    try:
+        return check_source(source, entrypoints)
+    except PolicyCompileError:
+        return {}
+
+
 def distributions(knob_spec: dict) -> dict:
     out = {}
     for name, (value, low, high) in knob_spec.items():

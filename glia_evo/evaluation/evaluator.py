@@ -1,17 +1,20 @@
 """The engine's side of evaluation: the run's reference (`reference.for_run`), the job a
 candidate is sent as, the jobs in flight (processed in submission order), reading a job's
-outcome into a checked result whose fitness the engine computes itself, and the re-run a
-would-be best must survive."""
+outcome into a checked result whose fitness the engine computes itself, the re-run a
+would-be best must survive, and the result written onto the candidate (`conclude`)."""
 from __future__ import annotations
 
 import collections
+import time
 from typing import TYPE_CHECKING, Callable
 
 from population import Candidate, Store
 
+from .. import analyst
 from ..run_state import REFERENCE_KEY
 from . import reference
 from .jobs import EvalJob, evaluate_job, warm as warm_job
+from .result import EvalResult, compact_diagnostics
 from .wire import outcome_to_result
 
 if TYPE_CHECKING:
@@ -87,6 +90,37 @@ class Evaluator:
         return outcome_to_result(outcome, split, self.pool, metric=self.problem.metric,
                                  reference=self.reference, completed=self.completed,
                                  expected=expected)
+
+    def conclude(self, cand: Candidate, outcome, parent: Candidate | None,
+                 best: Callable[[], Candidate | None]) -> EvalResult:
+        """Read a candidate's outcome (`read`; an ok result that would beat `best()`, the run's
+        best so far, must reproduce first: `irreproducible`) and write it onto `cand`: status,
+        fitness, metrics, error, timing, its first stage's fitness (the bar for its children),
+        compact diagnostics and the Analyst's rule-based summary (vs `parent`)."""
+        e = self.cfg.evaluation
+        result = self.read(outcome, e.split, e.cascade_split if e.cascade else None)
+        if result.status == "ok":
+            top = best()
+            why = self.irreproducible(cand, self.job(cand), result) \
+                if top is None or result.fitness > top.fitness else None
+            if why:
+                result = EvalResult(status="crashed", error=why, duration_s=result.duration_s)
+        cand.status = result.status
+        cand.fitness = result.fitness if result.status == "ok" else 0.0
+        cand.metrics = result.scenarios
+        cand.error = result.error
+        cand.evaluated_at = time.time()
+        cand.eval_seconds = result.duration_s
+        cascade = result.diagnostics.get("cascade", {}) if result.diagnostics else {}
+        stage1 = cascade.get("stage1_fitness")
+        if type(stage1) in (int, float) and 0 <= stage1 < float("inf"):
+            cand.extra["stage1_fitness"] = stage1
+        cand.extra["diagnostics"] = compact_diagnostics(result.diagnostics)
+        cand.reasoning = analyst.summarize(result, parent.fitness if parent else None,
+                                           parent.metrics if parent else None,
+                                           cand.extra.get("hypothesis") or cand.rationale,
+                                           self.problem)
+        return result
 
     def irreproducible(self, cand: Candidate, job: EvalJob, result) -> str | None:
         """Before a candidate becomes the run's best (and so what `export` and `report` use), it
