@@ -11,7 +11,7 @@ continues the same parent run.
 
 Off the search's CPU budget (issue 13): the logging process runs at the lowest scheduling
 priority (nice 19), so it only gets the CPU the search leaves; a new run's SQLite store is a copy
-of an empty, already migrated template kept in the user cache (`glia_evo.baseline_cache.cache_dir`,
+of an empty, already migrated template kept in the user cache (`glia_evo.evaluation.baseline_cache.cache_dir`,
 `mlflow/empty-<mlflow version>.db`, made once per MLflow version) instead of MLflow creating its
 schema again (3 s of CPU); MLflow's own telemetry is off. At exit the engine waits for the backlog
 at most `GLIA_EVO_TRACKING_DRAIN_S` seconds (default 2): what is left stays in

@@ -6,7 +6,7 @@ again, and whatever the engine holds (LLM clients and their keys, MLflow, thread
 locks) is copied into it. A pool with a fork server instead forks, once, a small single-threaded
 process when the pool starts -- before the engine creates any secret -- and every job is forked
 from that process. `WorkerPool.warm(fn, *args)` runs trusted code in the server first (e.g.
-`glia_evo.jobs.warm`: load the problem's scenarios and traces, import and compile what a job
+`glia_evo.evaluation.jobs.warm`: load the problem's scenarios and traces, import and compile what a job
 needs), then freezes the garbage collector's view of everything loaded so far (`gc.freeze`), so
 a job does not touch those pages again and pays no copy-on-write faults for them.
 
