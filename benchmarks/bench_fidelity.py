@@ -110,8 +110,11 @@ def funsearch_router():
                 if q.processed_tokens < q.prompt_tokens:
                     back += q.prompt_tokens - q.processed_tokens
             for q in r.pending:
-                b += ceil_div(q.prompt_tokens + predict(q.prompt_tokens), bs)
-                back += q.prompt_tokens
+                # a restarted request prefills what it generated too (Vidur's num_prefill_tokens
+                # after Request.restart(), which the figure's code reads)
+                prefill = q.prompt_tokens + q.generated_tokens
+                b += ceil_div(prefill + predict(prefill), bs)
+                back += prefill
             blocks[r.id], backlog[r.id] = b, back
             qlen[r.id] = r.num_active + r.num_pending
         n = max(1, len(replicas))

@@ -11,7 +11,13 @@ One iteration (a batch of `n` decoding requests and prefill chunks c_1..c_k, P =
 - d: per KV-cache token read by attention (decode context and prefill prefixes), times
   (1 + decode_overhead) for the decode part when more than one request decodes (Vidur's
   attention_decode_batching_overhead_fraction);
-- e: per squared prefill-chunk token (prefill attention is quadratic in the chunk).
+- e: per squared prefill-chunk token (prefill attention is quadratic in the chunk); prefill
+  attention (e and the prefixes' d) times (1 + prefill_overhead) when more than one request
+  prefills (Vidur's attention_prefill_batching_overhead_fraction).
+KV tokens read, as Vidur's predictor counts them: a decoding request also attends to the token
+it decodes (+1); with `kv_granularity` g > 1 every decoding request is timed at the batch's
+mean length rounded up to a multiple of g, and each prefill prefix rounded up to g (Vidur
+predicts attention on a grid of KV lengths, kv_cache_prediction_granularity = 64).
 Coefficients are integer picoseconds so that the simulator's clock is exact integer arithmetic:
 summing k identical decode steps analytically gives bit-for-bit the same time as stepping k times.
 
@@ -51,6 +57,22 @@ class GpuProfile:
     linear_knee: int | None = None   # tokens below which the linear layers cost only a + c*n
     e_ps: int = 0                    # per squared prefill-chunk token (prefill attention)
     decode_overhead: float = 0.0     # extra share of decode attention when > 1 request decodes
+    prefill_overhead: float = 0.0    # extra share of prefill attention when > 1 request prefills
+    kv_granularity: int = 1          # KV lengths are timed rounded up to a multiple of this
+
+    def kv_rounded(self, tokens: int) -> int:
+        """`tokens` rounded up to the KV granularity (the profile's grid)."""
+        g = self.kv_granularity
+        return -(-tokens // g) * g
+
+    def decode_kv(self, decoders: int, kv_sum: int) -> int:
+        """KV tokens the decode attention of `decoders` requests is timed for, `kv_sum` tokens in
+        their caches: each also attends to the token it decodes (+1); with a granularity g, every
+        request is timed at the batch's mean length rounded up to a multiple of g (Vidur's
+        `_get_batch_decode_attention_params`: int(mean), then up to the granularity)."""
+        if self.kv_granularity == 1:
+            return kv_sum + decoders
+        return decoders * self.kv_rounded((kv_sum + decoders) // decoders)
 
     @property
     def d_decode_ps(self) -> int:
@@ -70,9 +92,15 @@ class GpuProfile:
         linear layers and every KV token read at d."""
         return self.linear_ps(prefill_tokens, decode_requests) + self.d_ps * kv_tokens
 
-    def attention_extra_ps(self, chunk_sq: int, decode_requests: int, decode_kv: int) -> int:
-        """Prefill attention (e * sum of squared chunks) and the decode batching overhead."""
+    def attention_extra_ps(self, chunk_sq: int, decode_requests: int, decode_kv: int,
+                           prefills: int = 0, prefill_kv: int = 0) -> int:
+        """Prefill attention (e * sum of squared chunks) and the batching overheads: decode
+        attention (d * decode_kv) x decode_overhead when more than one request decodes, prefill
+        attention (e * chunk_sq + d * prefill_kv) x prefill_overhead when more than one prefills
+        (Vidur's attention_{decode,prefill}_batching_overhead_fraction)."""
         extra = self.e_ps * chunk_sq
+        if prefills > 1 and self.prefill_overhead:
+            extra += round((extra + self.d_ps * prefill_kv) * self.prefill_overhead)
         if decode_requests > 1:
             extra += (self.d_decode_ps - self.d_ps) * decode_kv
         return extra
@@ -91,7 +119,7 @@ PEAK_BANDWIDTH_GBPS = {"a10": 600.0, "a100": 2039.0, "h100": 3350.0}
 # The share of peak bandwidth a paged-attention decode kernel reaches. Calibrated on the issue-16
 # calibration set (Vidur's results at 2048 and 4096 blocks, ../shared/data/vidur_reference/,
 # seeds 0-1): see docs/fidelity.md and `benchmarks/bench_fidelity.py --calibrate`.
-ATTENTION_BANDWIDTH_SHARE = 0.5
+ATTENTION_BANDWIDTH_SHARE = 0.55
 
 
 def kv_read_ps(gpu: str, share: float = ATTENTION_BANDWIDTH_SHARE) -> int:
@@ -101,14 +129,22 @@ def kv_read_ps(gpu: str, share: float = ATTENTION_BANDWIDTH_SHARE) -> int:
 
 KV_READ = {gpu: kv_read_ps(gpu) for gpu in PEAK_BANDWIDTH_GBPS}
 
-# Vidur's attention_decode_batching_overhead_fraction (vidur/config/config.py, default 0.1)
+# Vidur's attention_decode_batching_overhead_fraction and attention_prefill_batching_overhead_
+# fraction (vidur/config/config.py, both 0.1; applied to GQA models such as Llama-3-8B), and its
+# kv_cache_prediction_granularity (64: attention is predicted on a grid of KV lengths, a batch's
+# mean decode length and each prefill's prefix rounded up to it;
+# vidur/execution_time_predictor/sklearn_execution_time_predictor.py)
 VIDUR_DECODE_OVERHEAD = 0.1
+VIDUR_PREFILL_OVERHEAD = 0.1
+VIDUR_KV_GRANULARITY = 64
 
 PROFILES: dict[str, GpuProfile] = {
     "llama3-8b/a10": GpuProfile("llama3-8b", "a10", a_ps=_us(30_900), b_ps=_us(158),
                                 c_ps=_us(56), d_ps=KV_READ["a10"], num_blocks=2240,
                                 linear_knee=128, e_ps=2900,
-                                decode_overhead=VIDUR_DECODE_OVERHEAD),
+                                decode_overhead=VIDUR_DECODE_OVERHEAD,
+                                prefill_overhead=VIDUR_PREFILL_OVERHEAD,
+                                kv_granularity=VIDUR_KV_GRANULARITY),
     "llama3-8b/a100": GpuProfile("llama3-8b", "a100", a_ps=_us(16_400), b_ps=_us(47.8),
                                  c_ps=_us(18.2), d_ps=KV_READ["a100"], num_blocks=29_187),
     "llama3-8b/h100": GpuProfile("llama3-8b", "h100", a_ps=_us(5_750), b_ps=_us(17.3),

@@ -14,18 +14,20 @@ Semantics of one iteration (the reference, `_explicit_step`):
    budget and the batch limit allow; admission stops at the first request that does not fit.
    A scheduler policy is consulted only at iterations where at least one pending request could
    be admitted (`_admission_possible`), so both modes consult it at the same iterations.
-3. Duration from the GPU profile (`GpuProfile.iteration_ps` + `attention_extra_ps`); at the end, prefills that finish emit their first token,
-   decoders emit one token each, finished requests free their blocks.
+3. Duration from the GPU profile (`GpuProfile.iteration_ps` + `attention_extra_ps`; the decode
+   KV read as `GpuProfile.decode_kv` counts it, prefill prefixes rounded to the profile's KV
+   grid); at the end, prefills that finish emit their first token, decoders emit one token each,
+   finished requests free their blocks.
 
 Fast path (`_plan_run`): when nothing can be admitted and every active request is decoding, the
-next iterations differ only in KV tokens read and block growth, both linear in the step index, so
-k of them are skipped at once with integer arithmetic, up to the next completion or eviction.
-An arrival that reaches this replica cuts the run at the end of the iteration in progress.
+next iterations differ only in KV tokens read (the batch's mean length grows by one a step) and
+block growth, so k of them are summed at once in closed form with integer arithmetic, up to the
+next completion or eviction. An arrival that reaches this replica cuts the run at the end of the
+iteration in progress, unless it could not be admitted during the run anyway.
 """
 from __future__ import annotations
 
 import bisect
-import math
 import operator
 
 import simpy
@@ -80,37 +82,49 @@ class PolicyError(Exception):
 class _Run:
     """k identical-shape decode iterations, timed and applied analytically."""
 
-    __slots__ = ("start", "steps", "n", "base", "d_n", "growth", "end", "cut_at")
+    __slots__ = ("start", "steps", "n", "base", "d_n", "growth", "mean", "g", "end", "cut_at")
 
-    def __init__(self, start, steps, n, base, d_n, growth):
+    def __init__(self, start, steps, n, base, d_n, growth, mean=0, g=1):
         self.start, self.steps, self.n, self.base, self.d_n = start, steps, n, base, d_n
         self.growth = growth            # growth_table() of its decoders
+        self.mean, self.g = mean, g     # g > 1: iteration i reads n x roundup_g(mean + i) tokens
         self.end = start + self.time(steps)
         self.cut_at = None
 
     def time(self, m: int) -> int:
-        return m * self.base + self.d_n * (m * (m - 1) // 2)
+        """The first m iterations: with g == 1 each reads n more KV tokens than the one before
+        (`base` includes the first one's); with g > 1, iteration i is timed at n x (mean + i)
+        rounded up to a multiple of g (`base` excludes the KV read)."""
+        if self.g == 1:
+            return m * self.base + self.d_n * (m * (m - 1) // 2)
+        g, a = self.g, self.mean
+        return m * self.base + self.d_n * g * (_ceil_sum(a + m - 1, g) - _ceil_sum(a - 1, g))
 
     def done_by(self, now: int) -> int:
         """Iterations finished by `now`: the largest m <= steps with start + time(m) <= now."""
         elapsed = now - self.start
         if elapsed >= self.time(self.steps):
             return self.steps
-        if self.d_n:
-            b = self.base - self.d_n / 2
-            m = int((-b + math.sqrt(b * b + 2 * self.d_n * elapsed)) / self.d_n)
-        else:
-            m = elapsed // self.base
-        m = max(0, min(self.steps, m))
-        while m > 0 and self.time(m) > elapsed:
-            m -= 1
-        while m < self.steps and self.time(m + 1) <= elapsed:
-            m += 1
-        return m
+        lo, hi = 0, self.steps          # time() is increasing: bisect
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.time(mid) <= elapsed:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def blocks_taken(self, m: int, bs: int) -> int:
         """Blocks newly allocated by iterations 0..m-1."""
         return block_growth(self.growth, m, bs)
+
+
+def _ceil_sum(y: int, g: int) -> int:
+    """sum of ceil(j / g) for j = 1..y (0 for y <= 0)."""
+    if y <= 0:
+        return 0
+    q, r = divmod(y, g)
+    return g * q * (q + 1) // 2 + r * (q + 1)
 
 
 def growth_table(cnt: list[int], bs: int) -> list[int]:
@@ -325,8 +339,13 @@ class Replica:
         if steps < 2:
             return None
         d = prof.d_decode_ps if n > 1 else prof.d_ps
-        base = prof.linear_ps(0, n) + d * kv
-        return _Run(self.env.now, steps, n, base, d * n, table)
+        g = prof.kv_granularity
+        if g == 1:
+            base = prof.linear_ps(0, n) + d * prof.decode_kv(n, kv)
+            return _Run(self.env.now, steps, n, base, d * n, table)
+        # the batch's mean length (each request +1, the token it decodes) grows by 1 a step
+        return _Run(self.env.now, steps, n, prof.linear_ps(0, n), d * n, table,
+                    mean=(kv + n) // n, g=g)
 
     def _apply_run(self, run: _Run) -> None:
         m = run.steps
@@ -411,14 +430,16 @@ class Replica:
             decoders.append(r)
             kv += r.processed
             i += 1
-        decode_kv = kv
+        prof = self.profile
+        decode_kv = prof.decode_kv(len(decoders), kv) if decoders else 0
+        prefix_kv = 0
         chunks = []
         budget = self.chunk_size - len(decoders)
         for r in prefills:
             if budget > 0:
                 c = min(r.target - r.processed, budget)
                 chunks.append((r, c))
-                kv += r.processed
+                prefix_kv += prof.kv_rounded(r.processed)
                 budget -= c
         # the batch order Vidur keeps: decodes, then running prefills, then new admissions
         active = self.active = decoders + prefills
@@ -453,9 +474,9 @@ class Replica:
                     f"(return at least one id when `active` is empty)")
             return None
         prefill = sum(c for _, c in chunks)
-        duration = (self.profile.iteration_ps(prefill, len(decoders), kv)
-                    + self.profile.attention_extra_ps(sum(c * c for _, c in chunks),
-                                                      len(decoders), decode_kv))
+        duration = (prof.iteration_ps(prefill, len(decoders), decode_kv + prefix_kv)
+                    + prof.attention_extra_ps(sum(c * c for _, c in chunks), len(decoders),
+                                              decode_kv, len(chunks), prefix_kv))
         return duration, decoders, chunks
 
     def _explicit_step_end(self, decoders, chunks) -> None:

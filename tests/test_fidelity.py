@@ -46,6 +46,33 @@ def test_a10_decode_slows_down_with_the_context_read():
     assert 1.3 < prefill / 1e12 < 1.7               # an 8k prefill ~1.5 s
 
 
+def test_a10_attention_is_timed_on_vidurs_grid():
+    prof = profiles.PROFILES["llama3-8b/a10"]
+    assert prof.kv_granularity == 64 and prof.prefill_overhead == 0.1
+    # decode: each request also attends to the token it decodes, and the batch is timed at its
+    # mean length (int) rounded up to 64 (Vidur's _get_batch_decode_attention_params)
+    assert prof.decode_kv(1, 100) == 128                # 101 -> 128
+    assert prof.decode_kv(3, 3 * 63) == 3 * 64          # mean 64 -> 64
+    assert prof.decode_kv(3, 3 * 64) == 3 * 128         # mean 65 -> 128
+    assert prof.decode_kv(2, 127 + 128) == 2 * 128      # int(mean 128.5) = 128
+    # a GPU profile without a grid counts every token, the decoded one included
+    assert profiles.PROFILES["llama3-8b/a100"].decode_kv(3, 300) == 303
+    # prefill: x 1.1 when more than one request prefills in the iteration
+    one = prof.attention_extra_ps(1000 ** 2, 0, 0, 1, 0)
+    two = prof.attention_extra_ps(1000 ** 2, 0, 0, 2, 64)
+    assert one == prof.e_ps * 1000 ** 2
+    assert two == one + round((one + prof.d_ps * 64) * 0.1)
+
+
+def test_a_decode_run_is_timed_as_its_iterations():
+    from sim.replica import _Run
+    g, n, mean, base, d_n = 64, 5, 60, 10**9, 7 * 10**5
+    run = _Run(0, 150, n, base, d_n, [0] * 17, mean=mean, g=g)
+    each = [base + d_n * (-(-(mean + i) // g) * g) for i in range(150)]
+    assert all(run.time(m) == sum(each[:m]) for m in (0, 1, 4, 5, 68, 69, 150))
+    assert run.done_by(sum(each[:69]) - 1) == 68 and run.done_by(sum(each[:69])) == 69
+
+
 # --- the KV budget as a parameter -------------------------------------------------------------
 
 def test_kv_blocks_override_reaches_the_replicas_and_their_views():

@@ -205,6 +205,23 @@ def test_hra_reserves_headroom_for_pending_requests(baseline):
     assert route([req(0, prompt=240)], [reps[0]], 0.0, knobs) == [(0, 0)]   # 24: 4 left
 
 
+def test_hra_reserves_what_a_restarted_request_prefills_again(baseline):
+    route, knobs = baseline("hra")
+    # an evicted request waiting to restart prefills its prompt and the 160 tokens it had
+    # generated: ceil(320 * 1.6 / 16) = 32 blocks, not 16 (Vidur's num_prefill_tokens after
+    # Request.restart(), what the paper's Fig. 12 reads)
+    restarted = req(50, prompt=160, restarts=1)
+    restarted.generated_tokens = 160
+    reps = [rep(0, num_blocks=100, free_blocks=60, pending=[restarted])]
+    assert route([req(0, prompt=240)], reps, 0.0, knobs) == [(0, 0)]    # 60 - 32 - 24 = 4
+    assert route([req(0, prompt=256)], reps, 0.0, knobs) == []          # 60 - 32 - 26 = 2
+    # several pending requests: one ceil over their sum, as in Fig. 12 (2 x 155 tokens x 1.6
+    # = 496 tokens = 31 blocks; one ceil each would reserve 32)
+    two = [rep(0, num_blocks=100, free_blocks=60, pending=[req(51, prompt=155),
+                                                            req(52, prompt=155)])]
+    assert route([req(0, prompt=256)], two, 0.0, knobs) == [(0, 0)]     # 60 - 31 - 26 = 3
+
+
 def test_hra_lowest_projected_use_then_shorter_queue(baseline):
     route, knobs = baseline("hra")
     reps = [rep(0, num_blocks=100, free_blocks=50), rep(1, num_blocks=200, free_blocks=120)]

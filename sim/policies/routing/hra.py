@@ -1,10 +1,15 @@
 """Head-Room Admission (Glia's router, written from the paper's description).
 
 Keep the global queue sorted by (prompt tokens, arrival). A request fits a replica if, after
-reserving ceil(prompt * (1 + headroom) / block_size) blocks for it and for each of that replica's
-own pending requests, at least a fraction `min_free` of the blocks stays free. Send the head
-request to the fitting replica with the lowest projected use (ties: shorter queue). If it fits
-nowhere, stop and hold it (and everything behind it) in the global queue.
+reserving ceil(prompt * (1 + headroom) / block_size) blocks for it, and ceil(sum of prefills *
+(1 + headroom) / block_size) for that replica's own pending requests, at least a fraction
+`min_free` of the blocks (rounded down) stays free. Send the head request to the fitting replica
+with the lowest projected use (ties: shorter queue). If it fits nowhere, stop and hold it (and
+everything behind it) in the global queue.
+
+A pending request's prefill is its prompt plus the tokens it generated before an eviction: a
+restarted request prefills them all again (what the paper's code reads as `num_prefill_tokens`,
+which Vidur's `Request.restart()` sets to the tokens processed so far).
 """
 import math
 
@@ -17,8 +22,8 @@ def route(queue, replicas, now, knobs):
     left = {}
     waiting = {}
     for r in ready:
-        reserved = sum(math.ceil(p.prompt_tokens * grow / r.block_size) for p in r.pending)
-        left[r.id] = r.free_blocks - reserved
+        prefill = sum(p.prompt_tokens + p.generated_tokens for p in r.pending)
+        left[r.id] = r.free_blocks - math.ceil(prefill * grow / r.block_size)
         waiting[r.id] = r.num_pending + r.num_active
     out = []
     for req in sorted(queue, key=lambda q: (q.prompt_tokens, q.arrival_time, q.id)):
@@ -26,7 +31,7 @@ def route(queue, replicas, now, knobs):
         for r in ready:
             need = math.ceil(req.prompt_tokens * grow / r.block_size)
             after = left[r.id] - need
-            if after >= knobs["min_free"] * r.num_blocks:
+            if after >= int(knobs["min_free"] * r.num_blocks):
                 key = (1.0 - after / r.num_blocks, waiting[r.id], r.id)
                 if best is None or key < best[0]:
                     best = (key, r.id, need)
