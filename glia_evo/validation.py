@@ -84,20 +84,15 @@ def choose(store: Store, problem, k: int, split: str, workers: int | None = None
     todo = [c for c in cands if c.id not in scores]
     if todo:
         from .evaluation.parallel import evaluate_many
-        instances = problem.split(split)
-        by_knobs: dict[str, list[Candidate]] = {}
-        for c in todo:
-            by_knobs.setdefault(json.dumps(c.knobs, sort_keys=True), []).append(c)
-        for knobs, group in by_knobs.items():
-            results = evaluate_many([c.source for c in group], problem, instances,
-                                    knobs=json.loads(knobs) or None, workers=workers,
-                                    progress=progress)
-            for c, res in zip(group, results):
-                scores[c.id] = {"fitness": res.fitness if res.status == "ok" else 0.0,
-                                "status": res.status, "train_fitness": c.fitness,
-                                "instances": {n: res.reference[n] / m[problem.metric]
-                                              for n, m in res.scenarios.items()
-                                              if m.get(problem.metric) and n in res.reference}}
+        results = evaluate_many([c.source for c in todo], problem, problem.split(split),
+                                knobs=[c.knobs or None for c in todo], workers=workers,
+                                progress=progress)     # one pool for all: no idle rounds
+        for c, res in zip(todo, results):
+            scores[c.id] = {"fitness": res.fitness if res.status == "ok" else 0.0,
+                            "status": res.status, "train_fitness": c.fitness,
+                            "instances": {n: res.reference[n] / m[problem.metric]
+                                          for n, m in res.scenarios.items()
+                                          if m.get(problem.metric) and n in res.reference}}
     order = {c.id: i for i, c in enumerate(cands)}       # fittest on train first
     best = max(cands, key=lambda c: (scores[c.id]["fitness"], -order[c.id]))
     choice = {"split": split, "top": k, "evaluations": int(store.get_meta("evaluations", 0)),

@@ -91,7 +91,8 @@ def _candidate_job(problem: Problem, source: str, instance: Instance, knobs: dic
 
 # --- the entry point -------------------------------------------------------------------------------
 def evaluate_many(sources: list[str], problem: Problem, instances: list[Instance], *,
-                  knobs: dict | None = None, seed: int = 0, workers: int | None = None,
+                  knobs: dict | list[dict | None] | None = None, seed: int = 0,
+                  workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   timeout_s: float | None = None, memory_mb: float | None = None,
                   cpu_s: float | None = None, pool: WorkerPool | None = None) -> list[EvalResult]:
@@ -102,8 +103,12 @@ def evaluate_many(sources: list[str], problem: Problem, instances: list[Instance
     `memory_mb` of address space, `cpu_s` of CPU time (defaults: `resolve_limits`). Pass a
     `pool` (e.g. from `make_pool`) to use its workers and limits instead.
     `progress(done, total)` is called as simulations finish (reference baselines included).
+    `knobs`: one dict for every source, or a list with one per source (programs with different
+    knob values then share one pool and its warm start).
     """
     sources, instances = list(sources), list(instances)
+    if isinstance(knobs, list) and len(knobs) != len(sources):
+        raise ValueError(f"{len(knobs)} knob sets for {len(sources)} sources")
     if not sources or not instances:
         return [merge([]) for _ in sources]
     own = pool is None
@@ -131,8 +136,9 @@ def _evaluate(pool: WorkerPool, sources, problem, instances, knobs, seed, progre
 
     reference.ensure_known(pool, problem, instances, tick)
 
-    futures = [[pool.submit(_candidate_job, problem, src, inst, knobs, seed,
-                            reference.known(problem, inst)) for src in sources]
+    per_source = knobs if isinstance(knobs, list) else [knobs] * len(sources)
+    futures = [[pool.submit(_candidate_job, problem, src, inst, k, seed,
+                            reference.known(problem, inst)) for src, k in zip(sources, per_source)]
                for inst in instances]
     per_instance: list[list[EvalResult]] = []
     for inst, row in zip(instances, futures):
