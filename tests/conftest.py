@@ -60,11 +60,17 @@ def pytest_configure(config):
                    "default, long with GLIA_EVO_SOAK_EVALUATIONS=500")
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("glia-cache")
+
+
 @pytest.fixture(autouse=True)
-def _baseline_cache_in_tmp(tmp_path_factory, monkeypatch):
-    """Every test gets an empty baseline cache of its own (glia_evo.evaluation.baseline_cache),
-    never the user's ~/.cache/glia-evo; CLI runs a test starts inherit it through the
-    environment."""
-    monkeypatch.setenv("GLIA_EVO_CACHE_DIR", str(tmp_path_factory.mktemp("glia-cache")))
+def _baseline_cache_in_tmp(_session_cache, monkeypatch):
+    """The suite's own cache (glia_evo.evaluation.baseline_cache: shipped baselines' results,
+    the empty MLflow store template), shared by its tests as a user's runs share theirs, never
+    the user's ~/.cache/glia-evo; CLI runs a test starts inherit it through the environment.
+    A test of the cache itself sets a folder of its own."""
+    monkeypatch.setenv("GLIA_EVO_CACHE_DIR", str(_session_cache))
     # tests that read MLflow after a run expect its backlog drained (the product bounds it)
     monkeypatch.setenv("GLIA_EVO_TRACKING_DRAIN_S", "120")
