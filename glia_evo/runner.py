@@ -254,7 +254,8 @@ def _run(cfg: RunConfig, run_dir: Path, progress: bool, created: "_Created | Non
             created.undo()
         raise
     try:
-        engine = Engine(cfg, run_dir, pool, progress=display.update)
+        # no status per result when nothing shows it (--quiet)
+        engine = Engine(cfg, run_dir, pool, progress=display.update if display.enabled else None)
     except Exception as exc:
         pool.shutdown()
         display.close()
