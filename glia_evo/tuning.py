@@ -1,14 +1,30 @@
-"""Optuna knob tuning: TPE, seeded, ask-and-tell so trials run on the worker pool in parallel.
+"""Optuna knob tuning: a local search around the program's own knobs first, then TPE; seeded,
+ask-and-tell so trials run on the worker pool in parallel.
 
 A `Tuner` holds one study per program (journal storage in the run folder, resumable). The engine
 asks for trials, evaluates each trial's knobs as an ordinary job, and tells the results back in
 order, so the study is as deterministic as the search. The best trial becomes a new child program
 whose KNOBS carry the tuned values (`with_knob_values`), so every program stays self-contained.
+
+Where the trials land (`local_move`): a program's knobs are usually roughly right, and knob sets
+drawn from each knob's whole range (TPE's random start-up trials) are mostly far worse, so worse
+that the cascade's first stage cuts them and tuning never gains. So the first trials search
+near the incumbent (the best trial told so far; the program's own knobs at first): a pair of
+opposite moves along a random direction (every knob scaled up or down by `h`, a knob at 0 moved
+by `h` x a quarter of its range; clipped to the range, integers rounded and moved by at least
+1), so that unless the incumbent is at an optimum one of the two goes uphill; a move that beats
+the incumbent becomes the incumbent and is repeated with twice the step (a pattern move); a pair
+that changed nothing widens the step, a pair that made both worse narrows it. Each local trial
+is an `enqueue_trial` of the move with its plan in the trial's user attributes, so the journal
+alone says what comes next (a study resumed after a kill asks what an uninterrupted one
+would). Once the step is below `H_MIN`, TPE takes over (with every local trial as its history).
 """
 from __future__ import annotations
 
 import ast
+import json
 import logging
+import random
 import zlib
 from pathlib import Path
 
@@ -38,6 +54,10 @@ def knob_spec_of(source: str, entrypoints) -> dict:
         return {}
 
 
+H0, H_MIN, H_MAX = 0.2, 0.02, 1.0   # the local search's first, smallest and largest step
+LOCAL = "local"                      # user attribute of a local trial: its plan (`local_move`)
+
+
 def distributions(knob_spec: dict) -> dict:
     out = {}
     for name, (value, low, high) in knob_spec.items():
@@ -48,6 +68,103 @@ def distributions(knob_spec: dict) -> dict:
         else:
             out[name] = optuna.distributions.FloatDistribution(float(low), float(high))
     return out
+
+
+def _moved(value, low, high, sign: int, h: float, is_int: bool):
+    """One knob moved by the relative step `h` in direction `sign` (see the module docstring)."""
+    if sign == 0:
+        return value
+    scale = abs(value) if value else (high - low) / 4
+    x = value + sign * h * scale
+    if is_int:
+        x = int(round(x))
+        if x == value:
+            x = value + sign
+        return int(min(high, max(low, x)))
+    return min(float(high), max(float(low), float(f"{x:.6g}")))
+
+
+def direction(seed: int, index: int, names: list[str]) -> dict:
+    """The `index`-th random direction of a study: +1 or -1 per knob."""
+    rng = random.Random(seed * 1_000_003 + index)
+    return {k: rng.choice((-1, 1)) for k in names}
+
+
+def move(space: dict, center: dict, signs: dict, h: float) -> dict:
+    return {k: _moved(center[k], d.low, d.high, signs[k], h,
+                      isinstance(d, optuna.distributions.IntDistribution))
+            for k, d in space.items()}
+
+
+def local_move(space: dict, trials: list, seed: int) -> tuple[dict, dict] | None:
+    """The next local trial (params, plan), or None once the step is below `H_MIN`.
+
+    `trials`: every trial of the study asked so far (FrozenTrials: trial 0 is the program's own
+    knobs). The incumbent is the best completed trial (ties: the earliest; trial 0 while none
+    is completed). Its moves, in order: the pattern move (the move that made it the incumbent,
+    again with twice the step) if it came from one; then pairs: a move along a new random
+    direction, then its mirror image. A new pair's step is that of the incumbent's last pair,
+    doubled if both its trials were told equal to the incumbent (flat), halved if both were
+    told worse (or failed); kept while they are in flight. Moves that change nothing (every
+    knob clipped at its bound) or were asked before are passed over. Plans: {"center": trial
+    number, "kind": "pattern" | "pair", "dir": direction index, "sign": +1 | -1, "h": step}."""
+    names = list(space)
+    states = optuna.trial.TrialState
+    done = [t for t in trials if t.state == states.COMPLETE]
+    center = max(done, key=lambda t: (t.value, -t.number)) if done else \
+        min(trials, key=lambda t: t.number)
+    cvalues = {k: center.params.get(k) for k in names}
+    if any(v is None for v in cvalues.values()):
+        return None
+    fc = center.value if center.state == states.COMPLETE else None
+    asked = [json_key(t.params) for t in trials]
+    around = [t for t in trials if (t.user_attrs.get(LOCAL) or {}).get("center") == center.number]
+    mine = center.user_attrs.get(LOCAL)
+    started = sum(1 for t in trials if (t.user_attrs.get(LOCAL) or {}).get("kind") == "pair"
+                  and t.user_attrs[LOCAL]["sign"] == 1)
+
+    def fresh(params: dict) -> bool:
+        return params != cvalues and json_key(params) not in asked
+
+    if mine and not around:                        # the pattern move: the same, twice as far
+        h = min(H_MAX, 2 * mine["h"])
+        params = move(space, cvalues, {k: s * mine["sign"] for k, s in
+                                       direction(seed, mine["dir"], names).items()}, h)
+        if fresh(params):
+            return params, {"center": center.number, "kind": "pattern", "dir": mine["dir"],
+                            "sign": mine["sign"], "h": h}
+    pairs = [t for t in around if t.user_attrs[LOCAL]["kind"] == "pair"]
+    h = mine["h"] if mine else H0
+    if pairs:
+        last = pairs[-1].user_attrs[LOCAL]
+        h = last["h"]
+        if last["sign"] == 1:                      # its mirror image, not asked yet
+            params = move(space, cvalues, {k: -s for k, s in
+                                           direction(seed, last["dir"], names).items()}, h)
+            if fresh(params):
+                return params, {"center": center.number, "kind": "pair", "dir": last["dir"],
+                                "sign": -1, "h": h}
+        pair = [t for t in pairs if t.user_attrs[LOCAL]["dir"] == last["dir"]]
+        told = [t for t in pair if t.state in (states.COMPLETE, states.FAIL)]
+        if fc is not None and told and len(told) == len(pair):
+            values = [t.value if t.state == states.COMPLETE else None for t in told]
+            if all(v is not None and abs(v - fc) <= 1e-12 * abs(fc) for v in values):
+                h = min(H_MAX, 2 * h)              # flat: the knobs need a larger move
+            elif all(v is None or v < fc for v in values):
+                h = h / 2                          # both worse: closer
+    if h < H_MIN:
+        return None
+    for index in range(started, started + 64):     # a new direction (one that moves something)
+        signs = direction(seed, index, names)
+        params = move(space, cvalues, signs, h)
+        if fresh(params):
+            return params, {"center": center.number, "kind": "pair", "dir": index, "sign": 1,
+                            "h": h}
+    return None
+
+
+def json_key(params: dict) -> str:
+    return json.dumps(sorted(params.items()))
 
 
 class Tuner:
@@ -113,10 +230,18 @@ class Tuner:
         return values
 
     def ask(self) -> tuple[int, dict]:
-        """(trial number, full knob values) for the next trial. The sampler is seeded afresh
-        for each trial (the study's seed and the trial's number), so what it asks depends only
-        on the trials in the journal, never on how many sessions asked them: a study resumed
-        after a kill asks what an uninterrupted one would."""
+        """(trial number, full knob values) for the next trial: one enqueued (a related
+        study's winner, or a local move enqueued by an ask a kill cut short), else the next
+        local move around the incumbent (`local_move`, enqueued with its plan), else TPE's.
+        What it asks depends only on the trials in the journal, never on how many sessions
+        asked them (TPE is seeded afresh for each trial, by the study's seed and the trial's
+        number): a study resumed after a kill asks what an uninterrupted one would."""
+        trials = self.study.get_trials(deepcopy=False)
+        if not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+            local = local_move(self.space, trials, self.seed)
+            if local is not None:
+                params, plan = local
+                self.study.enqueue_trial(params, user_attrs={LOCAL: plan})
         number = len(self.study.get_trials(deepcopy=False))
         self.study.sampler = optuna.samplers.TPESampler(
             seed=(self.seed + 7919 * number) % 2**31)

@@ -473,7 +473,8 @@ class TuningRuns:
             source=with_knob_values(parent.source, values), island=parent.island,
             parents=[parent.id], generation=parent.generation + 1, operator="tune",
             status="ok", fitness=best["fitness"], metrics=best["scenarios"], error=None,
-            rationale=(f"Optuna TPE over {study.tuner.finished()} trials of the knobs of "
+            rationale=(f"Optuna study (a local search around its knobs, then TPE) over "
+                       f"{study.tuner.finished()} trials of the knobs of "
                        f"{parent.id}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items())),
             eval_seconds=best["duration_s"],
             extra={"tuned_from": parent.id, "parent_fitness": parent.fitness,

@@ -125,13 +125,13 @@ def test_own_knobs_are_not_evaluated_again_and_a_study_without_gain_stops_early(
 
 
 def test_studies_draw_different_first_knob_sets_and_start_from_earlier_winners(tmp_path):
-    spec = {"a": (0.5, 0.0, 1.0), "b": (0.2, 0.0, 1.0)}
+    spec = {k: (0.5, 0.0, 1.0) for k in "abcdef"}
     first = Tuner("c000001", spec, tmp_path / "j", seed=0, trials=4, own_fitness=1.0)
     second = Tuner("c000002", spec, tmp_path / "j", seed=0, trials=4, own_fitness=1.0,
-                   warm=[{"a": 0.9, "b": 0.1}])
+                   warm=[dict.fromkeys("abcdef", 0.9)])
     assert first.finished() == 1 and first.remaining() == 3       # trial 0 recorded, not run
-    assert second.ask()[1] == {"a": 0.9, "b": 0.1}               # an earlier winner, first
-    assert first.ask()[1] != second.ask()[1]                      # their own random starts
+    assert second.ask()[1] == dict.fromkeys("abcdef", 0.9)       # an earlier winner, first
+    assert first.ask()[1] != second.ask()[1]            # their own random local directions
 
 
 def test_a_program_whose_code_never_reads_its_knobs_is_not_tuned(tmp_path):
