@@ -346,7 +346,10 @@ def serve(run_dir: Path, port: int | None = None) -> int:
 
     def on_signal(signum, frame):
         raise _Stop()
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a process started with SIGINT ignored (as a background job's parent may
+    # leave it) would otherwise never see Ctrl-C
+    old = {s: signal.signal(s, on_signal)
+           for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     proc = None
     lineage = None
     log = tempfile.TemporaryFile(mode="w+", prefix="glia-evo-ui-")   # never a full pipe
