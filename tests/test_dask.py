@@ -314,3 +314,20 @@ def test_a_pool_left_idle_by_a_vanished_run_is_closed_on_the_worker(monkeypatch)
         gone.submit(job_pids, 1)
     assert (os.getpid(), "alive") in dx._worker_pools         # its own pool is never reaped
     assert dx.close_session("alive") and not dx._worker_pools
+
+
+def test_worker_setup_leaves_the_runs_own_process_answering_ctrl_c():
+    """A worker living in the run's own process (processes=False) must not make that process
+    ignore SIGINT: every process it starts would inherit the ignored signal."""
+    import signal
+    from glia_evo.evaluation.dask import _WorkerSetup
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        _WorkerSetup(ignore_interrupt=True).setup(None)
+        assert signal.getsignal(signal.SIGINT) is before
+        elsewhere = _WorkerSetup(ignore_interrupt=True)
+        elsewhere.owner_pid = -1                 # as if unpickled in a worker process
+        elsewhere.setup(None)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

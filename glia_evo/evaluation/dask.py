@@ -119,11 +119,14 @@ class _WorkerSetup:
 
     def __init__(self, ignore_interrupt: bool):
         self.ignore_interrupt = ignore_interrupt
+        self.owner_pid = os.getpid()    # a worker in this very process (processes=False) is
+        #                                 the run's own process: its Ctrl-C must stay its own
 
     def setup(self, worker) -> None:
         import signal
         import glia_evo.evaluation.jobs  # noqa: F401
-        if self.ignore_interrupt and threading.current_thread() is threading.main_thread():
+        if (self.ignore_interrupt and os.getpid() != self.owner_pid
+                and threading.current_thread() is threading.main_thread()):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
