@@ -113,7 +113,7 @@ def test_run_killed_alone_leaves_no_tracker_racing_the_next_session(tmp_path):
     """Found by the soak (fixed in 5c51116): the tracker of a run killed alone (kill -9 PID, or
     a second Ctrl-C while it drains) went on draining beside the next session's tracker: the
     same records twice, concurrent MLflow migrations, and a session closing with a backlog."""
-    cfg = repro_config(tmp_path, evaluations=40, tracking=True)
+    cfg = repro_config(tmp_path, evaluations=20, tracking=True)
     out = tmp_path / "run"
     proc = start_run(cfg, out, capture=False)
     tracker = None
@@ -128,13 +128,13 @@ def test_run_killed_alone_leaves_no_tracker_racing_the_next_session(tmp_path):
         os.kill(tracker, signal.SIGSTOP)           # it falls behind (a slow store), then:
         while time.time() < deadline and proc.poll() is None and sum(
                 b'"evaluation"' in line for line in (out / "events.jsonl").read_bytes()
-                .splitlines()) < 30:
+                .splitlines()) < 14:
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)          # kill -9 PID: the run alone
         proc.wait(timeout=30)
         os.kill(tracker, signal.SIGCONT)
         offset = (out / "events.jsonl").stat().st_size
-        res = glia("resume", str(out), "--quiet", "--max-evaluations", "44", timeout=300)
+        res = glia("resume", str(out), "--quiet", "--max-evaluations", "24", timeout=300)
         if res.returncode != 0:
             raise RuntimeError(f"resume failed: {res.stderr}")
         end = time.time() + 60
@@ -144,7 +144,7 @@ def test_run_killed_alone_leaves_no_tracker_racing_the_next_session(tmp_path):
                   (out / "events.jsonl").read_bytes()[offset:].splitlines() if line.strip()]
         left = [e for e in events if e["event"] == "tracking_backlog"]
         assert not left, f"the resumed session left a tracking backlog: {left}"
-        soak = Soak.inspect(out, 44)
+        soak = Soak.inspect(out, 24)
         soak.check_mlflow(state_of(out))
     finally:
         for pid in [proc.pid] + ([tracker] if tracker else []):
